@@ -1,0 +1,3 @@
+from scclip_cli.cli.app import run
+
+run()

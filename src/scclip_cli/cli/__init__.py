@@ -1,0 +1,1 @@
+"""The ``scclip`` command line: thin Typer wrappers over the library functions."""

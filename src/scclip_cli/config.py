@@ -1,0 +1,200 @@
+"""Every constant of SC-CLIP and of the evaluation protocol, as frozen dataclasses with presets.
+
+Block indices follow the reference: index ``i`` is the output of block ``i + 1`` (the list of block
+outputs starts at block 1). ``ALGORITHM.md`` in ``tests/data/golden`` spells out where each is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from scclip_cli.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """The SC-CLIP constants of one backbone depth.
+
+    Defaults are the ViT-B/16 preset (12 blocks). Use :func:`calibration_for_depth` to get the
+    preset that matches a model.
+    """
+
+    depth: int = 12
+    """Number of transformer blocks the preset was made for; checked against the model on load."""
+    similarity_layer: int = 8
+    """Index of the block output whose *repaired* patch-token cosine similarity calibrates the last
+    block (``pre_adjust_idx``; block 9 of 12). Used for the attention enhancement and the first
+    feature aggregation."""
+    post_similarity_layer: int = 3
+    """Index of the block output whose (unrepaired) patch-token similarity aggregates the calibrated
+    features (``post_adjust_idx``; block 4 of 12)."""
+    fusion_start: int = 3
+    """First block-output index summed for multi-level fusion (``multi_start_idx``)."""
+    fusion_stop: int = 10
+    """One past the last block-output index summed for multi-level fusion (``multi_end_idx``)."""
+    residual_class_weight: float = 0.3
+    """Weight of the class token added back to the calibrated patch tokens (``res_cls``)."""
+    anomaly_ratio: float = 0.05
+    """Share of patch tokens flagged as anomalies: those whose LOF exceeds the (1 - ratio) quantile."""
+    lof_neighbours: int = 30
+    """k of the Local Outlier Factor used to find anomaly tokens in the penultimate layer."""
+    similarity_threshold: float = 0.4
+    """Cosine similarities below this are zeroed before feature aggregation (beta)."""
+    attention_sharpness: float = 3.0
+    """Scale of the mean-centred middle-layer similarity before its softmax in the last block."""
+    aggregation_eps: float = 1e-6
+    """Added to the row sums of the similarity when normalising it for aggregation."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.post_similarity_layer < self.depth - 1:
+            raise ConfigError(f"post_similarity_layer {self.post_similarity_layer} outside 0..{self.depth - 2}")
+        if not 0 <= self.similarity_layer < self.depth - 1:
+            raise ConfigError(f"similarity_layer {self.similarity_layer} outside 0..{self.depth - 2}")
+        if not 0 <= self.fusion_start < self.fusion_stop <= self.depth - 1:
+            raise ConfigError(
+                f"fusion layers {self.fusion_start}..{self.fusion_stop} must satisfy "
+                f"0 <= start < stop <= {self.depth - 1}"
+            )
+        if not 0.0 < self.anomaly_ratio < 1.0:
+            raise ConfigError(f"anomaly_ratio must be in (0, 1), got {self.anomaly_ratio}")
+        if self.lof_neighbours < 1:
+            raise ConfigError(f"lof_neighbours must be >= 1, got {self.lof_neighbours}")
+
+    @property
+    def fusion_layers(self) -> range:
+        """Block-output indices summed for multi-level fusion."""
+        return range(self.fusion_start, self.fusion_stop)
+
+    def replace(self, **changes: object) -> CalibrationConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+CALIBRATION_PRESETS: dict[int, CalibrationConfig] = {
+    # ViT-B/16 and ViT-B/32 (12 blocks): blocks 9 / 4 / 4..10, res_cls 0.3
+    12: CalibrationConfig(),
+    # ViT-L/14 (24 blocks): blocks 17 / 7 / 9..19, res_cls 0.1
+    24: CalibrationConfig(
+        depth=24,
+        similarity_layer=16,
+        post_similarity_layer=6,
+        fusion_start=8,
+        fusion_stop=19,
+        residual_class_weight=0.1,
+    ),
+}
+
+
+def calibration_for_depth(depth: int) -> CalibrationConfig:
+    """The preset for a ViT with ``depth`` blocks.
+
+    Only the depths the paper's code was tuned for have presets (12: ViT-B, 24: ViT-L). Other depths
+    raise :class:`ConfigError`; pass an explicit :class:`CalibrationConfig` through the Python API to
+    use them.
+    """
+    try:
+        return CALIBRATION_PRESETS[depth]
+    except KeyError:
+        known = ", ".join(str(d) for d in sorted(CALIBRATION_PRESETS))
+        raise ConfigError(
+            f"SC-CLIP has calibration presets for ViTs with {known} blocks, not {depth}; "
+            "pass an explicit CalibrationConfig (Python API) to use this model"
+        ) from None
+
+
+def check_calibration_depth(calibration: CalibrationConfig, depth: int) -> None:
+    """Raise :class:`ConfigError` when ``calibration`` was not made for a model of ``depth`` blocks."""
+    if calibration.depth != depth:
+        raise ConfigError(
+            f"calibration preset is for {calibration.depth} blocks but the model has {depth}"
+        )
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """How an image becomes a label map: resize, sliding window, post-processing.
+
+    Defaults are the paper's code defaults (``base_config.py`` and mmseg's test pipeline).
+    """
+
+    short_side: int = 336
+    """The image is resized (keeping aspect ratio) so its short side is this many pixels, unless the
+    long side would exceed ``long_side`` (mmseg ``Resize(scale=(long_side, short_side))``)."""
+    long_side: int = 2048
+    """Upper bound on the resized long side."""
+    crop: int = 224
+    """Sliding-window crop size in resized pixels (square)."""
+    stride: int = 112
+    """Sliding-window stride in resized pixels."""
+    logit_scale: float = 40.0
+    """Cosine scores are multiplied by this before the softmax over queries."""
+    prob_threshold: float = 0.0
+    """Pixels whose winning class probability is below this become class 0 (background)."""
+    area_threshold: float | None = None
+    """When set, classes 1.. whose predicted area is at most this share of the foreground area are
+    removed before the final argmax (class 0 is never removed). ``None`` disables the rule."""
+
+    def __post_init__(self) -> None:
+        for name in ("short_side", "long_side", "crop", "stride"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer")
+        if self.stride > self.crop:
+            raise ConfigError(f"stride ({self.stride}) larger than crop ({self.crop}) leaves gaps")
+        if self.logit_scale <= 0:
+            raise ConfigError("logit-scale must be positive")
+        if not 0.0 <= self.prob_threshold <= 1.0:
+            raise ConfigError("prob-threshold must be in [0, 1]")
+        if self.area_threshold is not None and not 0.0 <= self.area_threshold <= 1.0:
+            raise ConfigError("area-threshold must be in [0, 1]")
+
+    def replace(self, **changes: object) -> ProtocolConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BenchmarkPreset:
+    """The paper's per-benchmark settings: the protocol and the vocabulary file it uses."""
+
+    name: str
+    protocol: ProtocolConfig
+    vocab_file: str
+    """File name under the package's ``vocab/`` folder (the reference's class lists)."""
+    reduce_zero_label: bool = False
+    num_classes: int = 0
+    notes: str = field(default="", compare=False)
+
+
+PROTOCOL_PRESETS: dict[str, BenchmarkPreset] = {
+    p.name: p
+    for p in (
+        BenchmarkPreset(
+            "voc21",
+            ProtocolConfig(logit_scale=50, prob_threshold=0.15, area_threshold=0.1),
+            "voc21.txt",
+            num_classes=21,
+        ),
+        BenchmarkPreset("voc20", ProtocolConfig(), "voc20.txt", reduce_zero_label=True, num_classes=20),
+        BenchmarkPreset("context60", ProtocolConfig(prob_threshold=0.15), "context60.txt", num_classes=60),
+        BenchmarkPreset(
+            "context59", ProtocolConfig(), "context59.txt", reduce_zero_label=True, num_classes=59
+        ),
+        BenchmarkPreset(
+            "coco-object",
+            ProtocolConfig(logit_scale=55, prob_threshold=0.35),
+            "coco_object.txt",
+            num_classes=81,
+        ),
+        BenchmarkPreset("coco-stuff", ProtocolConfig(), "coco_stuff.txt", num_classes=171),
+        BenchmarkPreset("cityscapes", ProtocolConfig(short_side=560), "city_scapes.txt", num_classes=19),
+        BenchmarkPreset("ade20k", ProtocolConfig(), "ade20k.txt", reduce_zero_label=True, num_classes=150),
+    )
+}
+
+
+def protocol_preset(name: str) -> BenchmarkPreset:
+    try:
+        return PROTOCOL_PRESETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of: {', '.join(PROTOCOL_PRESETS)}"
+        ) from None
