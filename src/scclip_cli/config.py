@@ -48,9 +48,13 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.post_similarity_layer < self.depth - 1:
-            raise ConfigError(f"post_similarity_layer {self.post_similarity_layer} outside 0..{self.depth - 2}")
+            raise ConfigError(
+                f"post_similarity_layer {self.post_similarity_layer} outside 0..{self.depth - 2}"
+            )
         if not 0 <= self.similarity_layer < self.depth - 1:
-            raise ConfigError(f"similarity_layer {self.similarity_layer} outside 0..{self.depth - 2}")
+            raise ConfigError(
+                f"similarity_layer {self.similarity_layer} outside 0..{self.depth - 2}"
+            )
         if not 0 <= self.fusion_start < self.fusion_stop <= self.depth - 1:
             raise ConfigError(
                 f"fusion layers {self.fusion_start}..{self.fusion_stop} must satisfy "
@@ -173,8 +177,12 @@ PROTOCOL_PRESETS: dict[str, BenchmarkPreset] = {
             "voc21.txt",
             num_classes=21,
         ),
-        BenchmarkPreset("voc20", ProtocolConfig(), "voc20.txt", reduce_zero_label=True, num_classes=20),
-        BenchmarkPreset("context60", ProtocolConfig(prob_threshold=0.15), "context60.txt", num_classes=60),
+        BenchmarkPreset(
+            "voc20", ProtocolConfig(), "voc20.txt", reduce_zero_label=True, num_classes=20
+        ),
+        BenchmarkPreset(
+            "context60", ProtocolConfig(prob_threshold=0.15), "context60.txt", num_classes=60
+        ),
         BenchmarkPreset(
             "context59", ProtocolConfig(), "context59.txt", reduce_zero_label=True, num_classes=59
         ),
@@ -185,8 +193,12 @@ PROTOCOL_PRESETS: dict[str, BenchmarkPreset] = {
             num_classes=81,
         ),
         BenchmarkPreset("coco-stuff", ProtocolConfig(), "coco_stuff.txt", num_classes=171),
-        BenchmarkPreset("cityscapes", ProtocolConfig(short_side=560), "city_scapes.txt", num_classes=19),
-        BenchmarkPreset("ade20k", ProtocolConfig(), "ade20k.txt", reduce_zero_label=True, num_classes=150),
+        BenchmarkPreset(
+            "cityscapes", ProtocolConfig(short_side=560), "city_scapes.txt", num_classes=19
+        ),
+        BenchmarkPreset(
+            "ade20k", ProtocolConfig(), "ade20k.txt", reduce_zero_label=True, num_classes=150
+        ),
     )
 }
 
@@ -198,3 +210,54 @@ def protocol_preset(name: str) -> BenchmarkPreset:
         raise ConfigError(
             f"unknown preset {name!r}; choose one of: {', '.join(PROTOCOL_PRESETS)}"
         ) from None
+
+
+METHODS = ("sc-clip", "clip", "maskclip", "sclip", "clearclip")
+ANOMALY_DETECTORS = ("lof", "sklearn-lof", "token-norm")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Which dense-feature method runs, and SC-CLIP's ablation switches.
+
+    With every SC-CLIP switch off, the last block is key-key self-attention without residual or
+    feed-forward, plus ``residual_class_weight`` × the class token (see README, "Methods").
+    """
+
+    name: str = "sc-clip"
+    """sc-clip | clip | maskclip | sclip | clearclip."""
+    repair_anomalies: bool = True
+    """Find anomaly tokens in the penultimate layer and replace them by their neighbours' mean."""
+    attention_enhancement: bool = True
+    """Mix the middle layer's similarity into the last block's (key-key) attention."""
+    feature_aggregation: bool = True
+    """Aggregate features by the sparsified middle-layer similarities before and after the block."""
+    multi_level_fusion: bool = True
+    """Add the sum of the middle layers, passed through the same calibrated block."""
+    anomaly_detector: str = "lof"
+    """lof (the reference's torch LOF, k from the calibration) | sklearn-lof | token-norm."""
+    sklearn_lof_neighbours: int = 20
+    """k of scikit-learn's LocalOutlierFactor when ``anomaly_detector == "sklearn-lof"``."""
+
+    def __post_init__(self) -> None:
+        if self.name not in METHODS:
+            raise ConfigError(f"unknown method {self.name!r}; choose one of: {', '.join(METHODS)}")
+        if self.anomaly_detector not in ANOMALY_DETECTORS:
+            raise ConfigError(
+                f"unknown anomaly detector {self.anomaly_detector!r}; "
+                f"choose one of: {', '.join(ANOMALY_DETECTORS)}"
+            )
+
+
+def resolve_protocol(preset: str | None = None, **overrides: object) -> ProtocolConfig:
+    """The protocol of ``preset`` (or the defaults) with the explicitly given fields replaced.
+
+    ``overrides`` whose value is ``None`` are ignored, so CLI options left unset keep the preset's
+    value.
+    """
+    base = protocol_preset(preset).protocol if preset else ProtocolConfig()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - {f.name for f in dataclasses.fields(ProtocolConfig)}
+    if unknown:
+        raise ConfigError(f"unknown protocol setting(s): {', '.join(sorted(unknown))}")
+    return base.replace(**given) if given else base

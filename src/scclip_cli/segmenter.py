@@ -1,15 +1,21 @@
 """The Python API: load a segmenter once, then segment images or arrays.
 
     >>> from scclip_cli import Segmenter
-    >>> seg = Segmenter.load(vocab="vocab/everyday.txt")            # ViT-B/16, OpenAI weights
+    >>> seg = Segmenter.load(vocab="vocab/everyday.txt")       # ViT-B/16, OpenAI weights
     >>> result = seg.segment("photo.jpg")
     >>> result.labels.shape, result.class_names[result.labels[0, 0]]
 
-INTERFACE STUB: implemented in the engine work; signatures are fixed.
+Data flow for each image: resize (short side) → normalise → sliding windows → batches of crops
+through :class:`~scclip_cli.dense_features.DenseFeatureExtractor` → cosine scores against the query
+embeddings → overlap averaging → tiled upsampling and post-processing
+(:mod:`scclip_cli.postprocess`). Crops of several images share batches; each crop keeps its own
+statistics, so outputs do not depend on the batch size.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +23,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scclip_cli.config import CalibrationConfig, ProtocolConfig
+from scclip_cli.config import (
+    CalibrationConfig,
+    ConfigError,
+    MethodConfig,
+    ProtocolConfig,
+    calibration_for_depth,
+    resolve_protocol,
+)
+from scclip_cli.errors import VocabularyError
 
 if TYPE_CHECKING:
+    import torch
+
     from scclip_cli.model_loading import LoadedClip
+    from scclip_cli.sliding_window import Window, WindowCanvas
     from scclip_cli.text_embeddings import QueryEmbeddings
 
 
@@ -36,6 +53,26 @@ class Segmentation:
     """[K] class names; ``labels`` index into it."""
 
 
+@dataclass
+class PreparedImage:
+    """An image resized and normalised for the windows; cheap to make on a reader thread."""
+
+    pixels: torch.Tensor
+    """[3, h, w] float32 normalised, at the resized size."""
+    height: int
+    """Original height."""
+    width: int
+    """Original width."""
+
+
+@dataclass
+class _Job:
+    prepared: PreparedImage
+    windows: list[Window]
+    canvas: WindowCanvas
+    remaining: int
+
+
 class Segmenter:
     """SC-CLIP (or a baseline method) bound to one model, one vocabulary and one protocol."""
 
@@ -45,10 +82,34 @@ class Segmenter:
         embeddings: QueryEmbeddings,
         protocol: ProtocolConfig | None = None,
         calibration: CalibrationConfig | None = None,
-        method: str = "sc-clip",
+        method: str | MethodConfig = "sc-clip",
         batch_size: int = 16,
     ) -> None:
-        raise NotImplementedError
+        import torch
+
+        from scclip_cli.dense_features import DenseFeatureExtractor
+
+        if batch_size < 1:
+            raise ConfigError("batch size must be at least 1")
+        self.clip = clip
+        self.embeddings = embeddings
+        self.protocol = protocol or ProtocolConfig()
+        self.calibration = calibration or calibration_for_depth(clip.depth)
+        self.method = MethodConfig(name=method) if isinstance(method, str) else method
+        self.batch_size = batch_size
+        self.device = clip.device
+        self.extractor = DenseFeatureExtractor(clip.model.visual, self.calibration, self.method)
+        features = np.asarray(embeddings.features, dtype=np.float32)
+        if features.shape[1] != clip.output_dim:
+            raise VocabularyError(
+                f"vocabulary embeddings have dimension {features.shape[1]} but the model "
+                f"outputs {clip.output_dim}"
+            )
+        self.text = torch.from_numpy(features).to(self.device)  # [Q, D] float32
+        self.query_class = torch.from_numpy(np.asarray(embeddings.query_class, dtype=np.int64)).to(
+            self.device
+        )
+        self._class_names = tuple(embeddings.class_names)
 
     @classmethod
     def load(
@@ -61,24 +122,161 @@ class Segmenter:
         protocol: ProtocolConfig | None = None,
         preset: str | None = None,
         calibration: CalibrationConfig | None = None,
-        method: str = "sc-clip",
+        method: str | MethodConfig = "sc-clip",
         batch_size: int = 16,
     ) -> Segmenter:
-        """Load the model and embed the vocabulary (a .txt/.npz path, or a list of class lines)."""
-        raise NotImplementedError
+        """Load the model and embed the vocabulary (a .txt/.npz path, or a list of class lines).
+
+        ``protocol`` wins over ``preset``; with neither, the paper's defaults apply.
+        """
+        from scclip_cli.model_loading import load_clip
+        from scclip_cli.text_embeddings import QueryEmbeddings, load_vocabulary_embeddings
+
+        if protocol is None:
+            protocol = resolve_protocol(preset)
+        if isinstance(method, str):
+            method = MethodConfig(name=method)  # validate before the (slow) model load
+        clip = load_clip(model, pretrained, device=device, precision=precision)
+        if calibration is None:
+            calibration = calibration_for_depth(clip.depth)
+        embeddings = (
+            vocab if isinstance(vocab, QueryEmbeddings) else load_vocabulary_embeddings(vocab, clip)
+        )
+        return cls(clip, embeddings, protocol, calibration, method, batch_size)
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        return self._class_names
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description: model, weights, method, every protocol and calibration constant."""
-        raise NotImplementedError
+        import torch
 
+        return {
+            "model": self.clip.model_name,
+            "pretrained": self.clip.pretrained,
+            "model_identity": dict(self.clip.identity),
+            "device": str(self.device),
+            "precision": str(self.clip.dtype).replace("torch.", ""),
+            "method": dataclasses.asdict(self.method),
+            "protocol": dataclasses.asdict(self.protocol),
+            "calibration": dataclasses.asdict(self.calibration),
+            "batch_size": self.batch_size,
+            "num_classes": len(self._class_names),
+            "num_queries": int(self.text.shape[0]),
+            "class_names": list(self._class_names),
+            "vocabulary_identity": dict(getattr(self.embeddings, "identity", {}) or {}),
+            "torch": torch.__version__,
+        }
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """Resize (as the reference: OpenCV-exact bilinear on uint8) and normalise one image.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 RGB.
+        """
+        from scclip_cli.image_io import normalize_image
+        from scclip_cli.resize import resize_for_protocol
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"expected an [H, W, 3] uint8 RGB array, got {image.shape} {image.dtype}"
+            )
+        height, width = image.shape[:2]
+        resized = resize_for_protocol(image, self.protocol.short_side, self.protocol.long_side)
+        return PreparedImage(normalize_image(resized), height, width)
+
+    # ------------------------------------------------------------------ segmentation
     def segment(self, image: np.ndarray | str | Path) -> Segmentation:
         """Segment one image: an ``[H, W, 3] uint8`` RGB array or a path (read with EXIF applied)."""
-        raise NotImplementedError
+        if isinstance(image, str | Path):
+            from scclip_cli.image_io import read_image_rgb
 
-    def segment_many(self, images: Iterable[np.ndarray]) -> Iterator[Segmentation]:
-        """Segment ``[H, W, 3] uint8`` arrays in order, batching crops across images."""
-        raise NotImplementedError
+            image = read_image_rgb(image)
+        return next(iter(self.segment_many([image])))
+
+    def segment_many(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[Segmentation]:
+        """Segment images in order, batching crops across images.
+
+        Accepts ``[H, W, 3] uint8`` arrays or :class:`PreparedImage` (made by :meth:`prepare`, e.g.
+        on a reader thread). Yields one :class:`Segmentation` per image, in input order.
+        """
+        for job in self._scored_jobs(images):
+            yield self._finish(job)
+
+    def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
+        """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale).
+
+        Materialises every query at full resolution: meant for diagnostics and parity tests.
+        """
+        from scclip_cli.postprocess import upsample_scores
+
+        job = next(self._scored_jobs([image]))
+        prepared = job.prepared
+        full = upsample_scores(job.canvas.average(), prepared.height, prepared.width)
+        return full.cpu().numpy()
+
+    def _scored_jobs(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[_Job]:
+        from scclip_cli.sliding_window import WindowCanvas, windows
+
+        p = self.protocol
+        pending: deque[_Job] = deque()
+        batch: list[tuple[_Job, Window, torch.Tensor]] = []
+        for image in images:
+            prepared = image if isinstance(image, PreparedImage) else self.prepare(image)
+            _, h, w = prepared.pixels.shape
+            job_windows = windows(h, w, p.crop, p.stride)
+            canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device)
+            job = _Job(prepared, job_windows, canvas, len(job_windows))
+            pending.append(job)
+            for win in job_windows:
+                crop = prepared.pixels[:, win.y1 : win.y2, win.x1 : win.x2]
+                if batch and (len(batch) == self.batch_size or batch[0][2].shape != crop.shape):
+                    self._run_batch(batch)
+                    batch = []
+                batch.append((job, win, crop))
+            while pending and pending[0].remaining == 0:
+                yield pending.popleft()
+        if batch:
+            self._run_batch(batch)
+        while pending:
+            yield pending.popleft()
+
+    def _run_batch(self, batch: list[tuple[_Job, Window, torch.Tensor]]) -> None:
+        """Dense features → cosine scores → per-window upsampling into each image's canvas."""
+        import torch
+
+        from scclip_cli.sliding_window import patch_scores_to_pixels
+
+        crops = torch.stack([crop for _, _, crop in batch])
+        if self.device.type == "cuda":
+            crops = crops.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            dense = self.extractor(crops.to(self.clip.dtype)).float()  # [B, gh, gw, D]
+            dense = dense / dense.norm(dim=-1, keepdim=True)
+            patch_scores = (dense @ self.text.T).permute(0, 3, 1, 2)  # [B, Q, gh, gw]
+            for (job, win, crop), scores in zip(batch, patch_scores, strict=True):
+                pixels = patch_scores_to_pixels(scores[None], crop.shape[1], crop.shape[2])[0]
+                job.canvas.add(win, pixels)
+                job.remaining -= 1
+
+    def _finish(self, job: _Job) -> Segmentation:
+        import torch
+
+        from scclip_cli.postprocess import labels_from_scores
+
+        with torch.inference_mode():
+            result = labels_from_scores(
+                job.canvas.average(),
+                job.prepared.height,
+                job.prepared.width,
+                self.query_class,
+                len(self._class_names),
+                self.protocol,
+            )
+        return Segmentation(
+            labels=result.labels.to(torch.int32).cpu().numpy(),
+            confidence=result.confidence.cpu().numpy(),
+            class_names=self._class_names,
+        )
