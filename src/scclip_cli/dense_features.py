@@ -101,10 +101,7 @@ class DenseFeatureExtractor(nn.Module):
         """Run the first ``count`` blocks; returns every block output ``[B, T, W]`` (index i = block i+1)."""
         outputs = []
         for block in self.blocks[:count]:
-            if self.batch_first:
-                x = block(x)
-            else:
-                x = block(x.transpose(0, 1)).transpose(0, 1)
+            x = block(x) if self.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
             outputs.append(x)
         return outputs
 

@@ -35,10 +35,10 @@ from scclip_cli.errors import VocabularyError
 
 if TYPE_CHECKING:
     import torch
-
     from scclip_cli.model_loading import LoadedClip
-    from scclip_cli.sliding_window import Window, WindowCanvas
     from scclip_cli.text_embeddings import QueryEmbeddings
+
+    from scclip_cli.sliding_window import Window, WindowCanvas
 
 
 @dataclass(frozen=True)
