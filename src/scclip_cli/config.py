@@ -218,10 +218,14 @@ ANOMALY_DETECTORS = ("lof", "sklearn-lof", "token-norm")
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Which dense-feature method runs, and SC-CLIP's ablation switches.
+    """Which dense-feature method runs, SC-CLIP's ablation switches and the training-free extensions.
 
     With every SC-CLIP switch off, the last block is key-key self-attention without residual or
     feed-forward, plus ``residual_class_weight`` × the class token (see README, "Methods").
+
+    The extensions (adaptive anomaly ratio, boundary-aware repair, PAMR) are off by default; with
+    them off the output is the reference's, bit for bit. The ablation switches and the anomaly
+    settings only apply to ``sc-clip``; PAMR post-processes the scores of any method.
     """
 
     name: str = "sc-clip"
@@ -238,6 +242,24 @@ class MethodConfig:
     """lof (the reference's torch LOF, k from the calibration) | sklearn-lof | token-norm."""
     sklearn_lof_neighbours: int = 20
     """k of scikit-learn's LocalOutlierFactor when ``anomaly_detector == "sklearn-lof"``."""
+    adaptive_anomaly_ratio: bool = False
+    """Let each crop's share of anomaly tokens follow its complexity (spatial entropy and local
+    contrast of the penultimate tokens, :func:`scclip_cli.anomaly.crop_complexity`): from the
+    calibration's ``anomaly_ratio`` for a flat crop up to ``max_anomaly_ratio``."""
+    max_anomaly_ratio: float = 0.15
+    """Share of anomaly tokens of a crop of complexity 1 with ``adaptive_anomaly_ratio``; must not
+    be below the calibration's ``anomaly_ratio``."""
+    boundary_aware_repair: bool = False
+    """Repair an anomaly that sits on a semantic boundary from the neighbours on its own side only
+    (sides from the block-output ``post_similarity_layer``; :func:`scclip_cli.anomaly.boundary_sides`)."""
+    boundary_similarity: float = 0.4
+    """An anomaly's neighbourhood is split in two sides when their mean cross cosine similarity (in
+    the ``post_similarity_layer`` output) is below this; 0.4 is the reference's beta on that layer."""
+    pamr_steps: int = 0
+    """Iterations of Pixel-Adaptive Mask Refinement on the averaged window scores (0: off)."""
+    pamr_dilations: tuple[int, ...] = (8, 16)
+    """Dilations, in resized-image pixels, of PAMR's 3×3 neighbourhoods (the reference's
+    ``pamr_stride``)."""
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
@@ -247,6 +269,56 @@ class MethodConfig:
                 f"unknown anomaly detector {self.anomaly_detector!r}; "
                 f"choose one of: {', '.join(ANOMALY_DETECTORS)}"
             )
+        if self.sklearn_lof_neighbours < 1:
+            raise ConfigError(
+                f"sklearn_lof_neighbours must be >= 1, got {self.sklearn_lof_neighbours}"
+            )
+        if not 0.0 < self.max_anomaly_ratio < 1.0:
+            raise ConfigError(f"max_anomaly_ratio must be in (0, 1), got {self.max_anomaly_ratio}")
+        if not -1.0 <= self.boundary_similarity <= 1.0:
+            raise ConfigError(
+                f"boundary_similarity must be in [-1, 1], got {self.boundary_similarity}"
+            )
+        if self.pamr_steps < 0:
+            raise ConfigError(f"pamr-steps must be >= 0, got {self.pamr_steps}")
+        dilations = tuple(self.pamr_dilations)
+        if not dilations or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in dilations
+        ):
+            raise ConfigError(
+                f"pamr-dilations must be positive integers, got {self.pamr_dilations!r}"
+            )
+        object.__setattr__(self, "pamr_dilations", dilations)  # a list becomes a tuple
+        if self.name != "sc-clip":
+            changed = [
+                f.name
+                for f in dataclasses.fields(self)
+                if f.name in _SC_CLIP_ONLY and getattr(self, f.name) != f.default
+            ]
+            if changed:
+                raise ConfigError(
+                    f"method {self.name!r} does not use {', '.join(changed)} (sc-clip only)"
+                )
+
+    def replace(self, **changes: object) -> MethodConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+_SC_CLIP_ONLY = frozenset(
+    {
+        "repair_anomalies",
+        "attention_enhancement",
+        "feature_aggregation",
+        "multi_level_fusion",
+        "anomaly_detector",
+        "sklearn_lof_neighbours",
+        "adaptive_anomaly_ratio",
+        "max_anomaly_ratio",
+        "boundary_aware_repair",
+        "boundary_similarity",
+    }
+)
+"""MethodConfig fields that change only the ``sc-clip`` path; setting them for a baseline is an error."""
 
 
 def resolve_protocol(preset: str | None = None, **overrides: object) -> ProtocolConfig:
@@ -261,3 +333,9 @@ def resolve_protocol(preset: str | None = None, **overrides: object) -> Protocol
     if unknown:
         raise ConfigError(f"unknown protocol setting(s): {', '.join(sorted(unknown))}")
     return base.replace(**given) if given else base
+
+
+DEFAULT_MODEL = "ViT-B-16-quickgelu"
+"""The model the commands load unless told otherwise (ViT-B/16, QuickGELU as OpenAI trained it)."""
+DEFAULT_PRETRAINED = "openai"
+"""The weights of :data:`DEFAULT_MODEL` the commands load unless told otherwise."""

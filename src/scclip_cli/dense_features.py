@@ -5,6 +5,19 @@ The first ``L - 1`` blocks of the open_clip vision tower run unchanged; only the
 ``ln_1``, ``attn.in_proj_weight``, ``attn.in_proj_bias``, ``attn.out_proj``, ``ln_post``, ``proj``).
 Every statistic (anomaly tokens, similarity means) is computed per crop, so batching changes nothing.
 
+Methods (``MethodConfig.name``), all from the same first ``L - 1`` blocks:
+
+* ``clip``: the unchanged last block (attention with residual and feed-forward).
+* ``maskclip``: the last block's value embedding through ``out_proj``; no attention weights,
+  residual or feed-forward (MaskCLIP, Zhou et al. 2022).
+* ``sclip``: correlative self-attention ``softmax(q·qᵀ) + softmax(k·kᵀ)``, residual and
+  feed-forward kept (SCLIP, Wang et al. 2024).
+* ``clearclip``: query-query attention, residual and feed-forward removed (ClearCLIP, Lan et al.
+  2024).
+* ``sc-clip``: the reference (``tests/data/golden/ALGORITHM.md``), with its ablation switches and
+  the training-free extensions of :mod:`scclip_cli.anomaly` (adaptive anomaly ratio,
+  boundary-aware repair, alternative detectors), all off by default.
+
 Shapes: ``B`` crops, ``T = 1 + N`` tokens (class token first), ``N = grid_h · grid_w`` patches in
 row-major order, ``W`` the tower width, ``D`` the output (embedding) dimension.
 """
@@ -12,6 +25,7 @@ row-major order, ``W`` the tower width, ``D`` the output (embedding) dimension.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +33,7 @@ from torch import nn
 
 from scclip_cli import affinity, anomaly
 from scclip_cli.config import CalibrationConfig, MethodConfig, check_calibration_depth
+from scclip_cli.errors import ConfigError
 
 
 @dataclass
@@ -29,9 +44,12 @@ class CalibrationTrace:
     anomaly_scores: torch.Tensor  # [B, N] float32 (LOF or token norm)
     anomalies: torch.Tensor  # [B, N] bool
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Extension diagnostics: ``anomaly_ratio`` ``[B]`` float32 (adaptive ratio); ``boundary``
+    ``[A]`` bool and ``repair_weights`` ``[A, 8]`` bool (boundary-aware repair, ``A`` anomalies of
+    the batch in row-major order per crop)."""
 
 
-def _attention_heads(block: nn.Module) -> int:
+def _attention_heads(block: Any) -> int:
     return int(block.attn.num_heads)
 
 
@@ -39,11 +57,17 @@ class DenseFeatureExtractor(nn.Module):
     """Maps a batch of normalised crops to calibrated dense features.
 
     ``forward(crops [B, 3, h, w]) -> [B, h // p, w // p, D]`` in the model's dtype (not normalised).
+
+    ``visual`` is an open_clip ``VisionTransformer``; it is typed ``Any`` because its submodules
+    are read by name (``nn.Module.__getattr__`` is typed ``Tensor | Module``).
     """
+
+    visual: Any
+    blocks: list[Any]
 
     def __init__(
         self,
-        visual: nn.Module,
+        visual: Any,
         calibration: CalibrationConfig,
         method: MethodConfig | None = None,
     ) -> None:
@@ -53,6 +77,13 @@ class DenseFeatureExtractor(nn.Module):
         self.method = method or MethodConfig()
         self.blocks = list(visual.transformer.resblocks)
         check_calibration_depth(calibration, len(self.blocks))
+        if self.method.adaptive_anomaly_ratio and (
+            self.method.max_anomaly_ratio < calibration.anomaly_ratio
+        ):
+            raise ConfigError(
+                f"max_anomaly_ratio ({self.method.max_anomaly_ratio}) is below the calibration's "
+                f"anomaly_ratio ({calibration.anomaly_ratio})"
+            )
         self.batch_first = bool(getattr(visual.transformer, "batch_first", True))
         patch = visual.conv1.kernel_size
         self.patch_size = int(patch[0] if isinstance(patch, tuple) else patch)
@@ -202,16 +233,40 @@ class DenseFeatureExtractor(nn.Module):
         batch, width = penultimate.shape[0], penultimate.shape[-1]
         patches = penultimate[:, 1:]  # [B, N, W]
 
+        def as_grid(tokens: torch.Tensor) -> torch.Tensor:
+            return tokens.reshape(batch, grid_h, grid_w, tokens.shape[-1])
+
         # 1. anomaly tokens of the penultimate layer, repaired by their valid 3x3 neighbours
-        scores = self._anomaly_scores(patches)
-        anomalies = anomaly.anomaly_mask(scores, cal.anomaly_ratio)
+        scores = anomaly.anomaly_scores(
+            patches, method.anomaly_detector, cal.lof_neighbours, method.sklearn_lof_neighbours
+        )
+        extras: dict[str, torch.Tensor] = {}
+        ratio: float | torch.Tensor = cal.anomaly_ratio
+        if method.adaptive_anomaly_ratio:
+            ratio = anomaly.adaptive_anomaly_ratio(
+                as_grid(patches), cal.anomaly_ratio, method.max_anomaly_ratio
+            )
+            extras["anomaly_ratio"] = ratio
+        anomalies = anomaly.anomaly_mask(scores, ratio)
         if not method.repair_anomalies:
             anomalies = torch.zeros_like(anomalies)
         grid_mask = anomalies.reshape(batch, grid_h, grid_w)
 
+        sides: anomaly.RepairSides | None = None  # None: the reference's plain 3x3 mean
+        if method.boundary_aware_repair:
+            # sides from the (never repaired) post-similarity layer, where anomalies are not formed
+            guide = as_grid(outs[cal.post_similarity_layer][:, 1:])
+            sides = anomaly.boundary_sides(guide, grid_mask, method.boundary_similarity)
+            extras["boundary"] = sides.boundary
+            extras["repair_weights"] = sides.weights
+
         def repair(tokens: torch.Tensor) -> torch.Tensor:
-            grid = tokens.reshape(batch, grid_h, grid_w, width)
-            return anomaly.repair_anomalies(grid, grid_mask).reshape(batch, -1, width)
+            grid = as_grid(tokens)
+            if sides is None:
+                repaired = anomaly.repair_anomalies(grid, grid_mask)
+            else:
+                repaired = anomaly.repair_with_sides(grid, sides)
+            return repaired.reshape(batch, -1, width)
 
         x0 = repair(patches)
 
@@ -243,26 +298,6 @@ class DenseFeatureExtractor(nn.Module):
             features = features + aggregate(r2, post)
 
         trace = CalibrationTrace(
-            penultimate_tokens=patches, anomaly_scores=scores, anomalies=anomalies
+            penultimate_tokens=patches, anomaly_scores=scores, anomalies=anomalies, extras=extras
         )
         return self.project(features), trace
-
-    def _anomaly_scores(self, patches: torch.Tensor) -> torch.Tensor:
-        detector = self.method.anomaly_detector
-        if detector == "token-norm":
-            return patches.float().norm(dim=-1)
-        if detector == "sklearn-lof":
-            return _sklearn_lof(patches, self.method.sklearn_lof_neighbours)
-        return anomaly.local_outlier_factor(patches, self.calibration.lof_neighbours)
-
-
-def _sklearn_lof(patches: torch.Tensor, neighbours: int) -> torch.Tensor:
-    """Textbook LOF (scikit-learn) per crop; ``[B, N, W] -> [B, N]`` float32 (higher = more anomalous)."""
-    from sklearn.neighbors import LocalOutlierFactor
-
-    out = []
-    for crop in patches.float().cpu().numpy():
-        lof = LocalOutlierFactor(n_neighbors=min(neighbours, crop.shape[0] - 1))
-        lof.fit(crop)
-        out.append(torch.from_numpy(-lof.negative_outlier_factor_).float())
-    return torch.stack(out).to(patches.device)

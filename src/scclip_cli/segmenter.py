@@ -35,10 +35,10 @@ from scclip_cli.errors import VocabularyError
 
 if TYPE_CHECKING:
     import torch
-    from scclip_cli.model_loading import LoadedClip
-    from scclip_cli.text_embeddings import QueryEmbeddings
 
+    from scclip_cli.model_loading import LoadedClip
     from scclip_cli.sliding_window import Window, WindowCanvas
+    from scclip_cli.text_embeddings import QueryEmbeddings
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,8 @@ class Segmenter:
             yield self._finish(job)
 
     def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
-        """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale).
+        """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale; refined
+        by PAMR when ``method.pamr_steps > 0``).
 
         Materialises every query at full resolution: meant for diagnostics and parity tests.
         """
@@ -214,7 +215,7 @@ class Segmenter:
 
         job = next(self._scored_jobs([image]))
         prepared = job.prepared
-        full = upsample_scores(job.canvas.average(), prepared.height, prepared.width)
+        full = upsample_scores(self._averaged_scores(job), prepared.height, prepared.width)
         return full.cpu().numpy()
 
     def _scored_jobs(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[_Job]:
@@ -261,6 +262,20 @@ class Segmenter:
                 job.canvas.add(win, pixels)
                 job.remaining -= 1
 
+    def _averaged_scores(self, job: _Job) -> torch.Tensor:
+        """``[Q, h, w]`` float32 window-averaged scores at the resized size, PAMR-refined if enabled.
+
+        PAMR (``method.pamr_steps > 0``) runs here, on the resized image, rather than at the
+        original size as in the reference, so memory stays bounded (see :mod:`scclip_cli.pamr`).
+        """
+        scores = job.canvas.average()
+        if self.method.pamr_steps > 0:
+            from scclip_cli.pamr import refine
+
+            pixels = job.prepared.pixels.to(scores.device)
+            scores = refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
+        return scores
+
     def _finish(self, job: _Job) -> Segmentation:
         import torch
 
@@ -268,7 +283,7 @@ class Segmenter:
 
         with torch.inference_mode():
             result = labels_from_scores(
-                job.canvas.average(),
+                self._averaged_scores(job),
                 job.prepared.height,
                 job.prepared.width,
                 self.query_class,

@@ -6,19 +6,23 @@ imports torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from scclip_cli.config import CalibrationConfig, ProtocolConfig
+from scclip_cli.config import ANOMALY_DETECTORS, CalibrationConfig, MethodConfig, ProtocolConfig
+from scclip_cli.errors import ConfigError
 
 _PROTOCOL = ProtocolConfig()
 _CAL = CalibrationConfig()
+_METHOD = MethodConfig()
 
 MODEL_PANEL = "Model"
 PROTOCOL_PANEL = "Protocol"
 RUN_PANEL = "Run"
+METHOD_PANEL = "Method: ablations and extensions"
 
 ModelOpt = Annotated[
     str,
@@ -73,22 +77,30 @@ PresetOpt = Annotated[
 ShortSideOpt = Annotated[
     int | None,
     typer.Option(
-        "--short-side", help=f"Resize short side [default: {_PROTOCOL.short_side}]",
+        "--short-side",
+        help=f"Resize short side [default: {_PROTOCOL.short_side}]",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
 CropOpt = Annotated[
     int | None,
-    typer.Option("--crop", help=f"Window size [default: {_PROTOCOL.crop}]", rich_help_panel=PROTOCOL_PANEL),
+    typer.Option(
+        "--crop", help=f"Window size [default: {_PROTOCOL.crop}]", rich_help_panel=PROTOCOL_PANEL
+    ),
 ]
 StrideOpt = Annotated[
     int | None,
-    typer.Option("--stride", help=f"Window stride [default: {_PROTOCOL.stride}]", rich_help_panel=PROTOCOL_PANEL),
+    typer.Option(
+        "--stride",
+        help=f"Window stride [default: {_PROTOCOL.stride}]",
+        rich_help_panel=PROTOCOL_PANEL,
+    ),
 ]
 LogitScaleOpt = Annotated[
     float | None,
     typer.Option(
-        "--logit-scale", help=f"Softmax temperature [default: {_PROTOCOL.logit_scale:g}]",
+        "--logit-scale",
+        help=f"Softmax temperature [default: {_PROTOCOL.logit_scale:g}]",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
@@ -110,17 +122,21 @@ AreaThresholdOpt = Annotated[
 ]
 BatchSizeOpt = Annotated[
     int,
-    typer.Option("--batch-size", "-b", min=1, help="Crops per model forward pass", rich_help_panel=RUN_PANEL),
+    typer.Option(
+        "--batch-size", "-b", min=1, help="Crops per model forward pass", rich_help_panel=RUN_PANEL
+    ),
 ]
 ShardOpt = Annotated[
     str | None,
     typer.Option(
-        "--shard", help="I/N: process only the I-th (1-based) of N disjoint parts of the sorted inputs",
+        "--shard",
+        help="I/N: process only the I-th (1-based) of N disjoint parts of the sorted inputs",
         rich_help_panel=RUN_PANEL,
     ),
 ]
 QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", help="No progress bar or messages", rich_help_panel=RUN_PANEL)
+    bool,
+    typer.Option("--quiet", "-q", help="No progress bar or messages", rich_help_panel=RUN_PANEL),
 ]
 VocabOpt = Annotated[
     Path,
@@ -152,3 +168,136 @@ def protocol_overrides(
         "area_threshold": area_threshold,
     }
     return {k: v for k, v in given.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------- method switches
+# Flags default to False (the reference's behaviour); value options default to None, meaning "the
+# MethodConfig default". Commands pass them all to method_from_options().
+
+NoAnomalyRepairOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-anomaly-repair",
+        help="SC-CLIP ablation: keep the penultimate layer's anomaly tokens (no detection or repair)",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+NoAttentionEnhancementOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-attention-enhancement",
+        help="SC-CLIP ablation: key-key attention alone in the last block (no middle-layer similarity)",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+NoFeatureAggregationOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-feature-aggregation",
+        help="SC-CLIP ablation: no aggregation by the middle-layer similarities",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+NoMultiLevelFusionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-multi-level-fusion",
+        help="SC-CLIP ablation: do not add the fused middle layers",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+AdaptiveAnomalyRatioOpt = Annotated[
+    bool,
+    typer.Option(
+        "--adaptive-anomaly-ratio",
+        help=f"Extension (sc-clip): each crop's share of anomaly tokens follows its complexity, "
+        f"from {_CAL.anomaly_ratio:.0%} (flat) up to {_METHOD.max_anomaly_ratio:.0%}",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+BoundaryAwareRepairOpt = Annotated[
+    bool,
+    typer.Option(
+        "--boundary-aware-repair",
+        help="Extension (sc-clip): repair an anomaly on a region boundary from the neighbours on "
+        "its own side only",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+AnomalyDetectorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--anomaly-detector",
+        help=f"sc-clip anomaly detector: {' | '.join(ANOMALY_DETECTORS)} "
+        f"[default: {_METHOD.anomaly_detector}]",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+PamrStepsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--pamr-steps",
+        min=0,
+        help="Extension (any method): PAMR iterations refining the averaged scores along colour "
+        f"edges [default: {_METHOD.pamr_steps} = off]",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+PamrDilationsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pamr-dilations",
+        help="Comma-separated PAMR neighbourhood dilations, in resized pixels "
+        f"[default: {','.join(str(d) for d in _METHOD.pamr_dilations)}]",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+
+
+def parse_dilations(text: str | Sequence[int]) -> tuple[int, ...]:
+    """``"8,16"`` (or a sequence of ints) → ``(8, 16)``; :class:`ConfigError` if malformed."""
+    if not isinstance(text, str):
+        return tuple(text)
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--pamr-dilations expects comma-separated positive integers like 8,16, got {text!r}"
+        ) from None
+    return values
+
+
+def method_from_options(
+    method: str,
+    *,
+    no_anomaly_repair: bool = False,
+    no_attention_enhancement: bool = False,
+    no_feature_aggregation: bool = False,
+    no_multi_level_fusion: bool = False,
+    adaptive_anomaly_ratio: bool = False,
+    boundary_aware_repair: bool = False,
+    anomaly_detector: str | None = None,
+    pamr_steps: int | None = None,
+    pamr_dilations: str | Sequence[int] | None = None,
+) -> MethodConfig:
+    """The :class:`MethodConfig` of ``--method`` and the switches the user set.
+
+    Options left at ``None`` keep :class:`MethodConfig`'s defaults. Raises :class:`ConfigError` for
+    an unknown method or detector, bad values, or SC-CLIP switches given with a baseline method.
+    """
+    fields: dict[str, object] = {
+        "name": method,
+        "repair_anomalies": not no_anomaly_repair,
+        "attention_enhancement": not no_attention_enhancement,
+        "feature_aggregation": not no_feature_aggregation,
+        "multi_level_fusion": not no_multi_level_fusion,
+        "adaptive_anomaly_ratio": adaptive_anomaly_ratio,
+        "boundary_aware_repair": boundary_aware_repair,
+    }
+    if anomaly_detector is not None:
+        fields["anomaly_detector"] = anomaly_detector
+    if pamr_steps is not None:
+        fields["pamr_steps"] = pamr_steps
+    if pamr_dilations is not None:
+        fields["pamr_dilations"] = parse_dilations(pamr_dilations)
+    return MethodConfig(**fields)  # type: ignore[arg-type]

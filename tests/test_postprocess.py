@@ -1,0 +1,70 @@
+"""Tiled upsampling and post-processing against the straightforward full-tensor computation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scclip_cli.config import ProtocolConfig
+from scclip_cli.postprocess import class_probabilities, labels_from_scores, upsample_scores
+
+
+def _reference(scores, h, w, query_class, k, p: ProtocolConfig):
+    """The reference's post-processing on the full upsampled tensor."""
+    full = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    probs = torch.softmax(full * p.logit_scale, 0)
+    if k != probs.shape[0]:
+        onehot = F.one_hot(query_class, k).T.view(k, -1, 1, 1)
+        probs = (probs[None] * onehot).max(1)[0]
+    if p.area_threshold is not None:
+        pred = F.one_hot(probs.argmax(0), k).to(probs.dtype)
+        area = pred[:, :, 1:].sum((0, 1), keepdim=True)
+        area = (area > p.area_threshold * area.sum()).to(probs.dtype)
+        probs[1:] *= area.transpose(0, -1)
+    labels = probs.argmax(0)
+    conf = probs.max(0)[0]
+    labels[conf < p.prob_threshold] = 0
+    return labels, conf
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        ProtocolConfig(logit_scale=40),
+        ProtocolConfig(logit_scale=50, prob_threshold=0.3, area_threshold=0.1),
+        ProtocolConfig(logit_scale=10, area_threshold=0.3),
+    ],
+)
+def test_tiled_postprocess_equals_full_tensor(protocol):
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(7, 13, 17, generator=g) * 0.05
+    scores[2, 3:9, 4:12] += 0.2  # a big region of class 1
+    scores[6, 0:2, 0:2] += 0.2  # a tiny region of class 3 (dropped by the area rule)
+    query_class = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    ref_labels, ref_conf = _reference(scores, 50, 61, query_class, 4, protocol)
+    # a tiny tile budget forces many tiles
+    out = labels_from_scores(scores, 50, 61, query_class, 4, protocol, tile_elements=7 * 61 * 3)
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
+
+
+def test_area_rule_removes_small_classes():
+    scores = torch.zeros(3, 10, 10)
+    scores[1] += 0.5
+    scores[2, :1, :1] += 1.0  # 1 pixel of class 2 out of 100 foreground
+    p = ProtocolConfig(logit_scale=50, area_threshold=0.05)
+    out = labels_from_scores(scores, 10, 10, torch.arange(3), 3, p)
+    assert set(out.labels.unique().tolist()) == {1}
+
+
+def test_upsample_matches_torch_interpolate():
+    scores = torch.randn(3, 9, 14)
+    for h, w in [(20, 31), (9, 14), (5, 7), (100, 3)]:
+        expected = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        torch.testing.assert_close(upsample_scores(scores, h, w), expected, atol=5e-6, rtol=1e-5)
+
+
+def test_synonym_max():
+    scores = torch.tensor([[0.1], [0.3], [0.2]])[..., None]  # [Q=3, 1, 1]
+    probs = class_probabilities(scores, torch.tensor([0, 1, 1]), 2, 10.0)
+    q = torch.softmax(scores * 10, 0)
+    torch.testing.assert_close(probs[:, 0, 0], torch.stack([q[0, 0, 0], q[1:, 0, 0].max()]))
