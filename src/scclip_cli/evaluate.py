@@ -49,7 +49,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scclip_cli.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, ProtocolConfig, protocol_preset
+from scclip_cli.config import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    MethodConfig,
+    ProtocolConfig,
+    protocol_preset,
+)
 from scclip_cli.errors import ConfigError, EvaluationError, ScclipError, UsageError
 from scclip_cli.image_io import IMAGE_EXTENSIONS
 from scclip_cli.mask_io import COLOR_SUFFIX
@@ -144,7 +150,7 @@ def evaluate(
     pretrained: str = DEFAULT_PRETRAINED,
     device: str = "auto",
     precision: str = "auto",
-    method: str = "sc-clip",
+    method: str | MethodConfig = "sc-clip",
     preset: str | None = None,
     protocol: ProtocolConfig | None = None,
     protocol_overrides: dict[str, object] | None = None,
