@@ -78,21 +78,21 @@ ShortSideOpt = Annotated[
     int | None,
     typer.Option(
         "--short-side",
-        help=f"Resize short side [default: {_PROTOCOL.short_side}]",
+        help=f"Resize short side \\[default: {_PROTOCOL.short_side}]",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
 CropOpt = Annotated[
     int | None,
     typer.Option(
-        "--crop", help=f"Window size [default: {_PROTOCOL.crop}]", rich_help_panel=PROTOCOL_PANEL
+        "--crop", help=f"Window size \\[default: {_PROTOCOL.crop}]", rich_help_panel=PROTOCOL_PANEL
     ),
 ]
 StrideOpt = Annotated[
     int | None,
     typer.Option(
         "--stride",
-        help=f"Window stride [default: {_PROTOCOL.stride}]",
+        help=f"Window stride \\[default: {_PROTOCOL.stride}]",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
@@ -100,7 +100,7 @@ LogitScaleOpt = Annotated[
     float | None,
     typer.Option(
         "--logit-scale",
-        help=f"Softmax temperature [default: {_PROTOCOL.logit_scale:g}]",
+        help=f"Softmax temperature \\[default: {_PROTOCOL.logit_scale:g}]",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
@@ -108,7 +108,7 @@ ProbThresholdOpt = Annotated[
     float | None,
     typer.Option(
         "--prob-threshold",
-        help="Pixels whose best class probability is below this become class 0 [default: 0]",
+        help="Pixels whose best class probability is below this become class 0 \\[default: 0]",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
@@ -116,7 +116,7 @@ AreaThresholdOpt = Annotated[
     float | None,
     typer.Option(
         "--area-threshold",
-        help="Drop classes 1.. covering at most this share of the foreground [default: off]",
+        help="Drop classes 1.. covering at most this share of the foreground \\[default: off]",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
@@ -229,7 +229,7 @@ AnomalyDetectorOpt = Annotated[
     typer.Option(
         "--anomaly-detector",
         help=f"sc-clip anomaly detector: {' | '.join(ANOMALY_DETECTORS)} "
-        f"[default: {_METHOD.anomaly_detector}]",
+        f"\\[default: {_METHOD.anomaly_detector}]",
         rich_help_panel=METHOD_PANEL,
     ),
 ]
@@ -239,7 +239,7 @@ PamrStepsOpt = Annotated[
         "--pamr-steps",
         min=0,
         help="Extension (any method): PAMR iterations refining the averaged scores along colour "
-        f"edges [default: {_METHOD.pamr_steps} = off]",
+        f"edges \\[default: {_METHOD.pamr_steps} = off]",
         rich_help_panel=METHOD_PANEL,
     ),
 ]
@@ -248,7 +248,7 @@ PamrDilationsOpt = Annotated[
     typer.Option(
         "--pamr-dilations",
         help="Comma-separated PAMR neighbourhood dilations, in resized pixels "
-        f"[default: {','.join(str(d) for d in _METHOD.pamr_dilations)}]",
+        f"\\[default: {','.join(str(d) for d in _METHOD.pamr_dilations)}]",
         rich_help_panel=METHOD_PANEL,
     ),
 ]
