@@ -20,11 +20,15 @@ __all__ = [
     "Segmentation",
     "Segmenter",
     "__version__",
+    "evaluate",
+    "segment",
 ]
 
 if TYPE_CHECKING:
     from scclip_cli.config import CalibrationConfig, MethodConfig, ProtocolConfig
     from scclip_cli.errors import ScclipError
+    from scclip_cli.evaluate import evaluate
+    from scclip_cli.segment_job import segment
     from scclip_cli.segmenter import Segmentation, Segmenter
 
 _LAZY = {
@@ -34,6 +38,8 @@ _LAZY = {
     "ScclipError": "scclip_cli.errors",
     "Segmentation": "scclip_cli.segmenter",
     "Segmenter": "scclip_cli.segmenter",
+    "segment": "scclip_cli.segment_job",
+    "evaluate": "scclip_cli.evaluate",
 }
 
 
