@@ -78,6 +78,7 @@ def write_chart(result: EvaluationResult, path: str | Path) -> None:
     The format follows the file extension (PNG recommended); written atomically.
     """
     from PIL import Image, ImageDraw, ImageFont
+
     from scclip_cli.atomic import atomic_path
 
     metrics = result.metrics
