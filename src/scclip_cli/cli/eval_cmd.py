@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -16,8 +18,11 @@ from scclip_cli.cli.options import (
     AreaThresholdOpt,
     BatchSizeOpt,
     BoundaryAwareRepairOpt,
+    CpusPerWorkerOpt,
     CropOpt,
     DeviceOpt,
+    EngineOpt,
+    GpusPerWorkerOpt,
     LogitScaleOpt,
     MethodOpt,
     ModelOpt,
@@ -32,9 +37,11 @@ from scclip_cli.cli.options import (
     PretrainedOpt,
     ProbThresholdOpt,
     QuietOpt,
+    RayAddressOpt,
     ShardOpt,
     ShortSideOpt,
     StrideOpt,
+    WorkersOpt,
     method_from_options,
     protocol_overrides,
 )
@@ -237,6 +244,11 @@ def eval_command(
     json_path: JsonOpt = None,
     chart: ChartOpt = None,
     quiet: QuietOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
+    cpus_per_worker: CpusPerWorkerOpt = None,
 ) -> int:
     """Score segmentations with mIoU, mAcc and aAcc (mmsegmentation's definitions).
 
@@ -251,7 +263,15 @@ def eval_command(
     """
     from scclip_cli import eval_report
     from scclip_cli.evaluate import EvaluationResult, evaluate, merge_results
+    from scclip_cli.ray_engine import evaluate_on_ray, ray_options_from_cli
 
+    ray_options = ray_options_from_cli(
+        engine,
+        address=ray_address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+    )
     result: EvaluationResult
     if merge:
         others = {
@@ -265,6 +285,7 @@ def eval_command(
             "--save-pred": save_pred,
             "--vocab": vocab,
             "--num-classes": num_classes,
+            "--engine ray": ray_options,
         }
         given = [name for name, value in others.items() if value is not None]
         if given:
@@ -275,7 +296,12 @@ def eval_command(
             raise UsageError(
                 f"unexpected argument {str(parts[0])!r} (confusion-matrix files need --merge)"
             )
-        result = evaluate(
+        run: Callable[..., EvaluationResult] = (
+            evaluate
+            if ray_options is None
+            else partial(evaluate_on_ray, ray_options=ray_options, quiet=quiet)
+        )
+        result = run(
             gt_dir=gt,
             pred_dir=pred,
             images_dir=images,

@@ -23,6 +23,7 @@ MODEL_PANEL = "Model"
 PROTOCOL_PANEL = "Protocol"
 RUN_PANEL = "Run"
 METHOD_PANEL = "Method: ablations and extensions"
+ENGINE_PANEL = "Engine: many processes, GPUs and machines (Ray)"
 
 ModelOpt = Annotated[
     str,
@@ -145,6 +146,65 @@ VocabOpt = Annotated[
         "-v",
         help="Class list (.txt: one class per line, synonyms separated by commas; line 1 is class 0) "
         "or an embedding cache made by 'scclip vocab' (.npz)",
+    ),
+]
+
+
+# ---------------------------------------------------------------------------- engine (Ray)
+# Ray options default to None ("not given"), so --engine local can refuse them; the defaults that
+# apply with --engine ray are in scclip_cli.ray_engine.RayOptions.
+
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local: this process | ray: model-holding Ray workers on this machine or a cluster, "
+        'same outputs (needs pip install "scclip-cli\\[ray]")',
+        rich_help_panel=ENGINE_PANEL,
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to join: auto (started with 'ray start' on this machine), HOST:PORT, or "
+        "ray://HOST:10001; local starts a private instance \\[default: $RAY_ADDRESS, else a "
+        "cluster started on this machine, else a private instance]",
+        show_default=False,
+        rich_help_panel=ENGINE_PANEL,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Ray workers, each loading the model once \\[default: as many as the cluster's GPUs "
+        "(or CPUs) hold]",
+        show_default=False,
+        rich_help_panel=ENGINE_PANEL,
+    ),
+]
+GpusPerWorkerOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--gpus-per-worker",
+        min=0,
+        help="GPUs per Ray worker; fractions share a GPU (0.5: two workers per GPU) "
+        "\\[default: 1 when the cluster has GPUs, else 0]",
+        show_default=False,
+        rich_help_panel=ENGINE_PANEL,
+    ),
+]
+CpusPerWorkerOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--cpus-per-worker",
+        min=0,
+        help="CPUs per Ray worker: its decoding threads, and its torch threads on CPU "
+        "\\[default: 1]",
+        show_default=False,
+        rich_help_panel=ENGINE_PANEL,
     ),
 ]
 

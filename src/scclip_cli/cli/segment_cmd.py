@@ -7,10 +7,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,8 +23,11 @@ from scclip_cli.cli.options import (
     AreaThresholdOpt,
     BatchSizeOpt,
     BoundaryAwareRepairOpt,
+    CpusPerWorkerOpt,
     CropOpt,
     DeviceOpt,
+    EngineOpt,
+    GpusPerWorkerOpt,
     LogitScaleOpt,
     MethodOpt,
     ModelOpt,
@@ -38,10 +42,12 @@ from scclip_cli.cli.options import (
     PretrainedOpt,
     ProbThresholdOpt,
     QuietOpt,
+    RayAddressOpt,
     ShardOpt,
     ShortSideOpt,
     StrideOpt,
     VocabOpt,
+    WorkersOpt,
     method_from_options,
 )
 from scclip_cli.config import DEFAULT_MODEL, DEFAULT_PRETRAINED
@@ -117,16 +123,32 @@ def segment_command(
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
     jsonl: JsonlOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
+    cpus_per_worker: CpusPerWorkerOpt = None,
 ) -> int:
     """Segment image folders into label PNGs and per-image JSON, for labelling pipelines.
 
     The model loads once. A rerun skips images whose outputs are complete. Exit status: 0 all
     segmented, 1 some inputs failed (listed in failures.jsonl), 2 usage or configuration error.
     """
+    from scclip_cli.ray_engine import ray_options_from_cli, segment_on_ray
     from scclip_cli.segment_job import segment
 
+    ray_options = ray_options_from_cli(
+        engine,
+        address=ray_address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+    )
+    run: Callable[..., Any] = (
+        segment if ray_options is None else partial(segment_on_ray, ray_options=ray_options)
+    )
     with _sigterm_as_interrupt():
-        summary = segment(
+        summary = run(
             inputs,
             vocab,
             out,

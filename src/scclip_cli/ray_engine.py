@@ -1,0 +1,1441 @@
+"""``segment`` and ``eval`` across many processes, GPUs and machines, on Ray.
+
+    >>> from scclip_cli.ray_engine import RayOptions, segment_on_ray
+    >>> options = RayOptions(address="auto", gpus_per_worker=0.5)   # two workers per GPU
+    >>> summary = segment_on_ray(["photos/"], "vocab/voc21.txt", "masks/", ray_options=options)
+
+Same outputs as a local run (:func:`scclip_cli.segment_job.segment`,
+:func:`scclip_cli.evaluate.evaluate`), same summary, same failures; only the timing differs::
+
+    driver (this process)                           Ray worker actors (one model each)
+    ─────────────────────                           ──────────────────────────────────
+    discover, check, skip complete  ──batches of──▶ read → segment → write mask, overlay,
+    one progress bar                  image jobs    then <stem>.json last (the local pipeline)
+    summary.json, failures.jsonl  ◀──per-image──── done records and failures (small)
+    legend.json                       results
+
+- Workers are plain Ray actors, each holding one :class:`~scclip_cli.segmenter.Segmenter` (model
+  and vocabulary embeddings loaded once). Every batch runs the local engine's own pipeline
+  (``segment_job._Pipeline``), so masks, JSON, overlays and failure reasons are the local ones.
+- The driver keeps :data:`TASKS_PER_WORKER` batches queued per worker (nothing large passes
+  through Ray: paths go in, per-image statistics come back), so a million images stream through
+  with bounded memory. Workers that start late (a busy or autoscaling cluster) join when ready.
+- ``eval``: each batch returns its partial ``[K, K]`` confusion matrix; the driver sums them.
+  Integer sums do not depend on the order, so the result equals the local one exactly.
+
+Fault tolerance: actors restart when their process dies (``max_restarts=-1``) and Ray redoes the
+batches they had (``max_task_retries``). A redo is idempotent: every file is written atomically and
+``<stem>.json`` (the completion marker) last, and a redone batch skips images whose marker the
+lost attempt already wrote; the driver counts each image once, from the one result Ray delivers.
+When a batch has used up its retries (an image that kills its worker every time, e.g. by running
+out of memory), its images are retried one by one and the one that still kills its worker is
+recorded in ``failures.jsonl`` (``segment``) or stops the run (``eval``). When the driver dies,
+Ray ends its workers; rerunning the same command skips every complete image and does the rest.
+
+Why plain actors rather than Ray Data's ``map_batches``: the driver must know, per image, what
+was done and what failed (for ``failures.jsonl`` and the summary), and an image that kills its
+worker must fail alone. Ray Data's actor pools retry a dying batch forever by default, and bounding
+the retries fails the whole dataset instead of one image. What Ray Data adds, streaming large
+blocks between stages with backpressure, is not needed when only paths and statistics travel, and
+it costs pyarrow and pandas (about 250 MB installed) and its own progress bars and logs.
+
+Paths are used as given: every worker changes to the driver's working folder, so inputs and
+``--out`` must be visible at the same path on every node (a shared file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+
+from scclip_cli.config import (
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    MethodConfig,
+    ProtocolConfig,
+    protocol_preset,
+)
+from scclip_cli.errors import (
+    ConfigError,
+    EvaluationError,
+    ModelLoadError,
+    ScclipError,
+    UsageError,
+    VocabularyError,
+)
+from scclip_cli.metrics import IGNORE_INDEX, ConfusionMatrix
+
+if TYPE_CHECKING:
+    from scclip_cli.evaluate import EvalSample, EvaluationResult
+    from scclip_cli.run_summary import Failure, FailureLog, RunSummary
+    from scclip_cli.segment_job import _Job, _JsonlSink, _Progress, _Reporter
+    from scclip_cli.segmenter import Segmenter
+    from scclip_cli.text_embeddings import QueryEmbeddings
+
+ENGINES = ("local", "ray")
+"""Values of ``--engine``."""
+INSTALL_HINT = 'pip install "scclip-cli[ray]"'
+DEFAULT_IMAGES_PER_TASK = 32
+"""Images per Ray task: large enough that a worker's read / segment / write threads overlap and
+the per-task overhead (milliseconds) vanishes; small enough that a worker that dies loses little
+and the last tasks of a run finish together."""
+DEFAULT_EVAL_SAMPLES_PER_TASK = 8
+"""Samples per ``eval`` task (each returns a ``[K, K]`` matrix)."""
+TASKS_PER_WORKER = 2
+"""Tasks queued per worker: the next batch is waiting when one finishes."""
+DEFAULT_MAX_TASK_RETRIES = 3
+"""How often Ray redoes a task whose worker died, before its images are retried one by one."""
+WAIT_SECONDS = 1.0
+"""How long one ``ray.wait`` blocks (Ctrl-C is handled between waits)."""
+WORKER_WAIT_NOTICE_SECONDS = 60.0
+"""After this long without a ready worker, say which resources the workers are waiting for."""
+STOP_SECONDS = 30.0
+"""How long stopping waits for busy workers to be gone."""
+CONTROL_GROUP = "control"
+"""The workers' concurrency group for quick calls (``pid``) next to the batch being processed."""
+MAX_READ_WORKERS = 8
+"""Decoding threads per worker at most (one per CPU of the worker by default)."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide a Ray run goes. Defaults use every CPU or GPU of the cluster."""
+
+    address: str | None = None
+    """Cluster to join: ``None`` joins ``RAY_ADDRESS`` if set, else starts a Ray instance on this
+    machine; ``"auto"`` joins the cluster running on this machine (``ray start --head``);
+    ``"ray://host:10001"`` connects through Ray Client. Ignored when Ray is already initialised
+    in this process."""
+    workers: int | None = None
+    """Worker actors (each loads the model once). ``None``: as many as the cluster's GPUs (or
+    CPUs) hold, and no more than there are batches."""
+    gpus_per_worker: float | None = None
+    """GPUs reserved per worker; fractions share a GPU (``0.5``: two workers per GPU). ``None``:
+    1 when the cluster has GPUs, else 0."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker; also its torch threads on CPU and its decoding threads."""
+    images_per_task: int | None = None
+    """Images (``eval``: samples) per task; ``None`` for :data:`DEFAULT_IMAGES_PER_TASK`
+    (:data:`DEFAULT_EVAL_SAMPLES_PER_TASK`)."""
+    max_task_retries: int = DEFAULT_MAX_TASK_RETRIES
+    """Retries of a task whose worker died (the worker itself is always restarted)."""
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers must be at least 1, got {self.workers}")
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
+            raise UsageError(f"--gpus-per-worker must be 0 or more, got {self.gpus_per_worker}")
+        if (
+            self.gpus_per_worker is not None
+            and self.gpus_per_worker > 1
+            and not (float(self.gpus_per_worker).is_integer())
+        ):
+            raise UsageError(
+                f"--gpus-per-worker above 1 must be a whole number, got {self.gpus_per_worker}"
+            )
+        if not self.cpus_per_worker > 0:
+            raise UsageError(f"--cpus-per-worker must be more than 0, got {self.cpus_per_worker}")
+        if self.images_per_task is not None and self.images_per_task < 1:
+            raise UsageError(f"images per task must be at least 1, got {self.images_per_task}")
+        if self.max_task_retries < 0:
+            raise UsageError(f"max_task_retries must be 0 or more, got {self.max_task_retries}")
+
+
+def ray_options_from_cli(
+    engine: str,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float | None = None,
+) -> RayOptions | None:
+    """The :class:`RayOptions` of ``--engine ray`` and its options; ``None`` for ``local``.
+
+    Raises:
+        UsageError: an unknown engine, or Ray options given with ``--engine local``.
+    """
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    given = {
+        "--ray-address": address,
+        "--workers": workers,
+        "--gpus-per-worker": gpus_per_worker,
+        "--cpus-per-worker": cpus_per_worker,
+    }
+    if engine == "local":
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            raise UsageError(f"{', '.join(named)} need --engine ray")
+        return None
+    return RayOptions(
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker if cpus_per_worker is not None else 1.0,
+    )
+
+
+def import_ray() -> Any:
+    """The ``ray`` module; :class:`UsageError` (exit 2) with the install command when missing."""
+    try:
+        import ray
+    except ImportError as err:
+        raise UsageError(
+            f"--engine ray needs Ray, which is not installed ({err}); install it with: "
+            f"{INSTALL_HINT}"
+        ) from None
+    return ray
+
+
+# ================================================================================== segment
+def segment_on_ray(
+    inputs: Sequence[str | os.PathLike[str]],
+    vocab: str | Path | list[str] | QueryEmbeddings | None,
+    out_dir: str | os.PathLike[str],
+    *,
+    ray_options: RayOptions | None = None,
+    model: str = DEFAULT_MODEL,
+    pretrained: str = DEFAULT_PRETRAINED,
+    device: str = "auto",
+    precision: str = "auto",
+    method: str | MethodConfig = "sc-clip",
+    preset: str | None = None,
+    protocol: ProtocolConfig | None = None,
+    short_side: int | None = None,
+    crop: int | None = None,
+    stride: int | None = None,
+    logit_scale: float | None = None,
+    prob_threshold: float | None = None,
+    area_threshold: float | None = None,
+    batch_size: int = 16,
+    overlay: bool = False,
+    overwrite: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    quiet: bool = False,
+    jsonl_stream: TextIO | None = None,
+    stdin: TextIO | None = None,
+    read_workers: int | None = None,
+    progress: bool | None = None,
+    on_batch_done: Callable[[Sequence[Any]], None] | None = None,
+) -> RunSummary:
+    """:func:`scclip_cli.segment_job.segment` on Ray workers: the same files, summary and failures.
+
+    Arguments are those of :func:`~scclip_cli.segment_job.segment` (except ``segmenter``: each
+    worker loads its own), plus:
+
+    Args:
+        ray_options: the cluster and the workers' resources (default: :class:`RayOptions`).
+        read_workers: decoding threads per worker (default: its CPUs, at most
+            :data:`MAX_READ_WORKERS`).
+        on_batch_done: called on the driver after each finished batch with the worker actor
+            handles (monitoring; fault-injection tests).
+
+    Returns:
+        The run's :class:`~scclip_cli.run_summary.RunSummary`, also written to ``summary.json``.
+        ``config["run"]["engine"]`` records the Ray settings; ``jsonl_stream`` lines come in the
+        order images finish, not in input order.
+
+    Raises:
+        ScclipError: as ``segment``, before any image is processed; also when Ray is missing or
+            a worker cannot load the model.
+        KeyboardInterrupt: after recording the interrupted run (workers are stopped).
+    """
+    from scclip_cli import mask_io
+    from scclip_cli.inputs import check_collisions, discover_inputs, parse_shard
+    from scclip_cli.run_summary import (
+        Failure,
+        FailureLog,
+        RunSummary,
+        package_versions,
+        reserved_names,
+        run_file_names,
+    )
+    from scclip_cli.segment_job import (
+        _finish_run_files,
+        _Job,
+        _JsonlSink,
+        _prepare_out_dir,
+        _Progress,
+        _remove_stale_temporaries,
+        _Reporter,
+        _resolve_protocol,
+        _skip_complete,
+        _stderr_is_terminal,
+        _write_summary,
+    )
+
+    options = ray_options or RayOptions()
+    ray = import_ray()
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if read_workers is not None and read_workers < 1:
+        raise UsageError(f"read_workers must be at least 1, got {read_workers}")
+    shard_ = parse_shard(shard)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        from scclip_cli.errors import InputError
+
+        raise InputError(f"--out {out} exists and is not a folder")
+    shard_tag = shard_.file_tag if shard_ is not None else None
+    reserved = reserved_names(shard_tag)
+
+    # Everything cheap first, on the driver, so a typo does not cost starting a cluster.
+    discovery = discover_inputs(inputs, stdin=stdin, exclude=out)
+    check_collisions(discovery.images, out, overlay=overlay, wide_labels=False, reserved=reserved)
+    overrides: dict[str, object] = {
+        name: value
+        for name, value in {
+            "short_side": short_side,
+            "crop": crop,
+            "stride": stride,
+            "logit_scale": logit_scale,
+            "prob_threshold": prob_threshold,
+            "area_threshold": area_threshold,
+        }.items()
+        if value is not None
+    }
+    resolved_protocol = _resolve_protocol(preset, protocol, overrides)
+    method_config = MethodConfig(name=method) if isinstance(method, str) else method
+    class_names = _vocab_class_names(vocab)
+    wide = len(class_names) > mask_io.MAX_PALETTE_CLASSES
+    if wide:
+        check_collisions(
+            discovery.images, out, overlay=overlay, wide_labels=True, reserved=reserved
+        )
+    reporter = _Reporter(quiet)
+
+    # Ray prints worker deaths on stdout: keep stdout for the --jsonl lines (captured above).
+    with _ray_session(ray, options.address, quiet=quiet) as connection:
+        _prepare_out_dir(out, class_names, overwrite=overwrite)
+        images = shard_.take(discovery.images) if shard_ is not None else discovery.images
+        jobs = [
+            _Job(i, image, image.outputs(out, overlay=overlay, wide_labels=wide))
+            for i, image in enumerate(images)
+        ]
+        summary_name, failures_name = run_file_names(shard_tag)
+        summary = RunSummary(
+            out_dir=out,
+            class_names=class_names,
+            versions=package_versions(),
+            total=len(jobs),
+            summary_path=out / summary_name,
+            failures_path=out / failures_name,
+        )
+        jsonl = _JsonlSink(jsonl_stream)
+        todo = _skip_complete(jobs, summary, jsonl) if not overwrite else jobs
+        _remove_stale_temporaries(todo)
+
+        resources, batches = _plan_batches(
+            ray, options, todo, DEFAULT_IMAGES_PER_TASK, needs_model=True
+        )
+        load_options = {
+            "vocab": vocab,
+            "model": model,
+            "pretrained": pretrained,
+            # a worker without a GPU reserved must not take one
+            "device": "cpu" if resources.gpus == 0 and device == "auto" else device,
+            "precision": precision,
+            "method": method_config,
+            "protocol": resolved_protocol,
+            "batch_size": batch_size,
+        }
+        pool = _WorkerPool(
+            ray,
+            SegmentWorker,
+            resources,
+            options,
+            init_args=(
+                os.getcwd(),
+                [os.fspath(out), *(os.fspath(job.image.path) for job in todo[:1])],
+                load_options,
+                read_workers or _default_read_workers(resources.cpus),
+                overlay,
+                overwrite,
+            ),
+        )
+        try:
+            start = time.perf_counter()
+            first = pool.wait_first_ready(reporter)
+            summary.load_seconds = time.perf_counter() - start
+            _check_worker_class_names(first, class_names)
+            reporter.message(
+                f"{pool.size} Ray worker(s) ({_resources_text(resources)} each) on "
+                f"{connection.description}; first loaded {model} ({pretrained}) in "
+                f"{summary.load_seconds:.1f} s"
+            )
+            summary.config = _segment_run_config(
+                first["description"],
+                inputs,
+                out,
+                preset,
+                overlay,
+                overwrite,
+                shard_,
+                options,
+                resources,
+                pool.size,
+            )
+            _write_summary(summary, status="running")
+            failure_log = FailureLog(out / failures_name)
+            run = _SegmentRun(summary, failure_log, jsonl, reporter)
+            if shard_ is None or shard_.index == 1:
+                for path, reason in discovery.problems:
+                    run.record_failure(Failure(path, reason, "discover"))
+            shard_text = f" (shard {shard_.label})" if shard_ is not None else ""
+            reporter.message(
+                f"{len(jobs)} images{shard_text}: {summary.skipped} already complete, "
+                f"{len(todo)} to segment"
+            )
+            show_progress = (
+                progress if progress is not None else (not quiet and _stderr_is_terminal())
+            )
+            run.progress = _Progress(len(todo), show_progress) if todo else None
+            start = time.perf_counter()
+            try:
+                pool.dispatch(
+                    batches,
+                    method="segment_batch",
+                    on_result=run.record_batch,
+                    on_lost=run.lost_batch,
+                    on_batch_done=on_batch_done,
+                )
+            except BaseException as err:
+                summary.interrupted = isinstance(err, KeyboardInterrupt)
+                pool.stop()  # no worker writes after the run files
+                run.record_written([job for _, batch, _ in pool.pending.values() for job in batch])
+                try:
+                    _finish_run_files(summary, failure_log, time.perf_counter() - start, err)
+                except Exception as write_err:
+                    err.add_note(f"(writing the run summary failed too: {write_err})")
+                if summary.interrupted:
+                    reporter.message(
+                        f"interrupted after segmenting {summary.done} images; run the same "
+                        "command again to finish the rest"
+                    )
+                raise
+            finally:
+                if run.progress is not None:
+                    run.progress.close()
+            _finish_run_files(summary, failure_log, time.perf_counter() - start, None)
+        finally:
+            pool.stop()
+    reporter.message(
+        f"segmented {summary.done}, skipped {summary.skipped}, failed {summary.failed} "
+        f"in {summary.segment_seconds:.1f} s ({summary.images_per_second:.2f} images/s); "
+        f"summary: {summary.summary_path}"
+        + (f"; failures: {summary.failures_path}" if summary.failed else "")
+    )
+    return summary
+
+
+@dataclass
+class _SegmentRun:
+    """The driver's bookkeeping of a Ray ``segment`` run (called from the dispatch loop)."""
+
+    summary: RunSummary
+    failure_log: FailureLog
+    jsonl: _JsonlSink
+    reporter: _Reporter
+    progress: _Progress | None = None
+
+    def record_batch(self, batch: Sequence[_Job], result: _SegmentBatchResult) -> None:
+        for line in result.done:
+            self.summary.record_done(line["width"], line["height"], line["classes"])
+            self.jsonl.write(line)
+            if self.progress is not None:
+                self.progress.advance()
+        for failure in result.failures:
+            self.record_failure(failure)
+        self.summary.read_wait_seconds += result.read_wait_seconds
+        self.summary.write_wait_seconds += result.write_wait_seconds
+
+    def record_written(self, jobs: Sequence[_Job]) -> None:
+        """Count the images of unanswered batches that their worker completed before it was
+        stopped (the run was interrupted), as a local run counts every image it wrote."""
+        from scclip_cli.segment_job import _jsonl_record, _read_complete_record
+
+        for job in jobs:
+            record = _read_complete_record(job.outputs)
+            if record is not None:
+                self.summary.record_done(record["width"], record["height"], record["classes"])
+                self.jsonl.write(_jsonl_record(job, record, "done"))
+
+    def lost_batch(self, batch: Sequence[_Job], error: BaseException) -> None:
+        """A single image whose worker died on every attempt: a failure of that image."""
+        from scclip_cli.run_summary import Failure
+
+        for job in batch:
+            reason = f"its Ray worker died on every attempt: {_first_line(error)}"
+            self.record_failure(Failure(str(job.image.path), reason, "segment", job.order))
+
+    def record_failure(self, failure: Failure) -> None:
+        self.summary.record_failure(failure)
+        self.failure_log.append(failure)
+        self.reporter.message(f"failed: {failure.path}: {failure.reason}")
+        if self.progress is not None and failure.order >= 0:
+            self.progress.advance()
+
+
+def _segment_run_config(
+    description: dict[str, Any],
+    inputs: Sequence[str | os.PathLike[str]],
+    out: Path,
+    preset: str | None,
+    overlay: bool,
+    overwrite: bool,
+    shard: Any,
+    options: RayOptions,
+    resources: _Resources,
+    workers: int,
+) -> dict[str, Any]:
+    """``summary.json``'s configuration: the local run's, plus ``run.engine``."""
+    config = dict(description)
+    config["run"] = {
+        "inputs": [os.fspath(i) for i in inputs],
+        "out": str(out),
+        "preset": preset,
+        "overlay": overlay,
+        "overwrite": overwrite,
+        "shard": shard.label if shard is not None else None,
+        "engine": _engine_record(options, resources, workers),
+    }
+    return config
+
+
+def _engine_record(options: RayOptions, resources: _Resources, workers: int) -> dict[str, Any]:
+    return {
+        "name": "ray",
+        "address": options.address,
+        "workers": workers,
+        "gpus_per_worker": resources.gpus,
+        "cpus_per_worker": resources.cpus,
+    }
+
+
+def _vocab_class_names(
+    vocab: str | Path | list[str] | QueryEmbeddings | None,
+) -> tuple[str, ...]:
+    """Class names of a vocabulary without loading a model (checked before any worker starts)."""
+    from scclip_cli.text_embeddings import QueryEmbeddings
+
+    if vocab is None:
+        raise UsageError("a vocabulary (--vocab) is needed to load the segmenter")
+    if isinstance(vocab, QueryEmbeddings):
+        return tuple(vocab.class_names)
+    if isinstance(vocab, list):
+        from scclip_cli.vocabulary import parse_vocabulary
+
+        return tuple(parse_vocabulary(vocab).class_names)
+    if not Path(vocab).is_file():
+        raise VocabularyError(f"vocabulary file not found: {os.fspath(vocab)}")
+    from scclip_cli.evaluate import vocab_class_names
+
+    return tuple(vocab_class_names(vocab))
+
+
+def _check_worker_class_names(ready: dict[str, Any], class_names: tuple[str, ...]) -> None:
+    loaded = tuple(ready["description"].get("class_names", ()))
+    if loaded != class_names:
+        raise VocabularyError(
+            f"the Ray workers loaded {len(loaded)} classes, the vocabulary has "
+            f"{len(class_names)}; is the same vocabulary file visible to every node?"
+        )
+
+
+# ===================================================================================== eval
+def evaluate_on_ray(
+    *,
+    ray_options: RayOptions | None = None,
+    gt_dir: str | Path | None = None,
+    pred_dir: str | Path | None = None,
+    images_dir: str | Path | None = None,
+    dataset: str | None = None,
+    data_root: str | Path | None = None,
+    vocab: str | Path | None = None,
+    num_classes: int | None = None,
+    reduce_zero_label: bool | None = None,
+    ignore_index: int = IGNORE_INDEX,
+    gt_suffix: str = "",
+    pred_suffix: str = "",
+    limit: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+    save_pred: str | Path | None = None,
+    model: str = DEFAULT_MODEL,
+    pretrained: str = DEFAULT_PRETRAINED,
+    device: str = "auto",
+    precision: str = "auto",
+    method: str | MethodConfig = "sc-clip",
+    preset: str | None = None,
+    protocol: ProtocolConfig | None = None,
+    protocol_overrides: dict[str, object] | None = None,
+    batch_size: int = 16,
+    progress: bool | None = None,
+    quiet: bool = False,
+    on_batch_done: Callable[[Sequence[Any]], None] | None = None,
+) -> EvaluationResult:
+    """:func:`scclip_cli.evaluate.evaluate` with the segmenting and scoring on Ray workers.
+
+    Arguments are those of :func:`~scclip_cli.evaluate.evaluate` (except ``segmenter`` and
+    ``predict``, which cannot travel to workers), plus ``ray_options``, ``quiet`` (no messages)
+    and ``on_batch_done`` (see :func:`segment_on_ray`). Every check runs on the driver first, as
+    locally. Each task returns the confusion matrix of its samples; their sum is the result, equal
+    to the local one (matrix, classes, settings and scores); ``run_info["engine"]`` records the
+    Ray settings.
+
+    Raises:
+        ScclipError: as ``evaluate``; also when Ray is missing or a worker cannot load the model.
+    """
+    from scclip_cli.evaluate import (
+        EvaluationResult,
+        _digest,
+        _problem_text,
+        _show_progress,
+        check_headers,
+    )
+
+    options = ray_options or RayOptions()
+    ray = import_ray()
+    plan = _plan_evaluation(
+        gt_dir=gt_dir,
+        pred_dir=pred_dir,
+        images_dir=images_dir,
+        dataset=dataset,
+        data_root=data_root,
+        vocab=vocab,
+        num_classes=num_classes,
+        reduce_zero_label=reduce_zero_label,
+        gt_suffix=gt_suffix,
+        pred_suffix=pred_suffix,
+        limit=limit,
+        shard=shard,
+        save_pred=save_pred,
+        preset=preset,
+    )
+    check_headers(plan.selected, use_images=plan.uses_images)
+    plan.config.update(samples_digest=_digest(plan.samples))
+    load_options: dict[str, Any] | None = None
+    if plan.uses_images:  # checked before any worker starts
+        from scclip_cli.evaluate import _resolve_protocol
+
+        if plan.vocab is None:
+            raise UsageError("--vocab is needed to segment images")
+        _vocab_class_names(plan.vocab)
+        load_options = {
+            "vocab": plan.vocab,
+            "model": model,
+            "pretrained": pretrained,
+            "device": device,
+            "precision": precision,
+            "method": MethodConfig(name=method) if isinstance(method, str) else method,
+            "preset": plan.preset,
+            "protocol": _resolve_protocol(plan.preset, protocol, protocol_overrides or {}),
+            "batch_size": batch_size,
+        }
+    reporter = _Messages(quiet)
+
+    with _ray_session(ray, options.address, quiet=quiet) as connection:
+        resources, batches = _plan_batches(
+            ray,
+            options,
+            list(enumerate(plan.selected)),
+            DEFAULT_EVAL_SAMPLES_PER_TASK,
+            needs_model=plan.uses_images,
+        )
+        if load_options is not None and resources.gpus == 0 and device == "auto":
+            load_options["device"] = "cpu"  # a worker without a GPU reserved must not take one
+        probe = [os.fspath(p) for p in _sample_files(plan.selected[:1])]
+        pool = _WorkerPool(
+            ray,
+            EvalWorker,
+            resources,
+            options,
+            init_args=(
+                os.getcwd(),
+                probe,
+                load_options,
+                plan.reduce_zero_label,
+                ignore_index,
+                save_pred,
+            ),
+        )
+        try:
+            start = time.perf_counter()
+            first = pool.wait_first_ready(reporter)
+            reporter.message(
+                f"{pool.size} Ray worker(s) ({_resources_text(resources)} each) on "
+                f"{connection.description}, first ready in {time.perf_counter() - start:.1f} s"
+            )
+            confusion = _eval_confusion(plan, first, save_pred, ignore_index)
+            scoring = _EvalScoring(
+                confusion,
+                total=len(plan.selected),
+                fail_fast=plan.uses_images,
+                show_progress=_show_progress(progress),
+            )
+            pool.set_call_args(confusion.num_classes, confusion.class_names)
+            try:
+                pool.dispatch(
+                    batches,
+                    method="score_batch",
+                    on_result=scoring.record_batch,
+                    on_lost=_raise_lost_samples,
+                    on_batch_done=on_batch_done,
+                    stop=scoring.should_stop,
+                )
+            finally:
+                scoring.close()
+        finally:
+            pool.stop()
+    if scoring.problems:
+        texts = [text for _, text in sorted(scoring.problems, key=lambda item: item[0])]
+        raise EvaluationError(_problem_text("problems", texts))
+    plan.run_info["engine"] = _engine_record(options, resources, pool.size)
+    return EvaluationResult(confusion, run_info=plan.run_info)
+
+
+def _sample_files(samples: Sequence[EvalSample]) -> Iterator[Path]:
+    for sample in samples:
+        yield from (p for p in (sample.gt, sample.pred, sample.image) if p is not None)
+
+
+def _eval_confusion(
+    plan: _EvalPlan, first: dict[str, Any], save_pred: str | Path | None, ignore_index: int
+) -> ConfusionMatrix:
+    """The empty confusion matrix of the run, with the local run's classes and settings."""
+    class_names = plan.class_names
+    if plan.uses_images:
+        description = first["description"]
+        class_names = tuple(description["class_names"])
+        if plan.num_classes is not None and len(class_names) != plan.num_classes:
+            raise ConfigError(
+                f"the segmenter has {len(class_names)} classes but {plan.num_classes} are expected"
+            )
+        _describe_segmenter(description, plan.config, plan.run_info)
+    if save_pred is not None:
+        plan.run_info.update(save_pred=str(save_pred))
+    if class_names is None:
+        if plan.num_classes is None:
+            raise UsageError("give --vocab or --num-classes to say how many classes there are")
+        class_names = tuple(f"class {k}" for k in range(plan.num_classes))
+    return ConfusionMatrix(
+        len(class_names),
+        class_names,
+        ignore_index=ignore_index,
+        config=plan.config,
+        shard=plan.shard or (1, 1),
+    )
+
+
+@dataclass
+class _EvalPlan:
+    """What ``evaluate`` settles before scoring: the samples, classes and conventions."""
+
+    samples: list[EvalSample]
+    selected: list[EvalSample]
+    uses_images: bool
+    reduce_zero_label: bool
+    vocab: str | Path | None
+    num_classes: int | None
+    class_names: tuple[str, ...] | None
+    preset: str | None
+    shard: tuple[int, int] | None
+    config: dict[str, Any] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+
+def _plan_evaluation(
+    *,
+    gt_dir: str | Path | None,
+    pred_dir: str | Path | None,
+    images_dir: str | Path | None,
+    dataset: str | None,
+    data_root: str | Path | None,
+    vocab: str | Path | None,
+    num_classes: int | None,
+    reduce_zero_label: bool | None,
+    gt_suffix: str,
+    pred_suffix: str,
+    limit: int | None,
+    shard: str | tuple[int, int] | None,
+    save_pred: str | Path | None,
+    preset: str | None,
+) -> _EvalPlan:
+    """The first half of :func:`scclip_cli.evaluate.evaluate`, statement for statement, so the
+    settings (and the merged result) equal the local run's."""
+    from scclip_cli.evaluate import (
+        EvalSample,
+        _check_pred_files,
+        _check_sources,
+        _dataset_pred,
+        _parse_shard,
+        pair_images,
+        pair_predictions,
+        vocab_class_names,
+    )
+
+    shard_ = _parse_shard(shard)
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
+    uses_images = pred_dir is None
+    _check_sources(gt_dir, pred_dir, images_dir, dataset, data_root)
+    if save_pred is not None and not uses_images:
+        raise UsageError(
+            "--save-pred writes the masks made on the fly; it needs --images or "
+            "--dataset without --pred"
+        )
+    config: dict[str, Any] = {}
+    run_info: dict[str, Any] = {}
+    if dataset is not None:
+        from scclip_cli.datasets import benchmark_vocab_path, find_dataset
+
+        assert data_root is not None
+        found = find_dataset(dataset, data_root, limit=limit)
+        bench = found.layout.preset
+        samples = [
+            EvalSample(s.key, gt=s.label, image=s.image, pred=_dataset_pred(pred_dir, s.key))
+            for s in found.samples
+        ]
+        if pred_dir is not None:
+            _check_pred_files(samples)
+        if vocab is None:
+            vocab = benchmark_vocab_path(dataset)
+        if reduce_zero_label is None:
+            reduce_zero_label = bench.reduce_zero_label
+        if num_classes is not None and num_classes != bench.num_classes:
+            raise ConfigError(f"{dataset} has {bench.num_classes} classes, not {num_classes}")
+        num_classes = bench.num_classes
+        preset = preset or dataset
+        config.update(dataset=dataset, total_samples=found.total)
+        run_info.update(data_root=str(found.root))
+    else:
+        assert gt_dir is not None
+        if images_dir is not None:
+            samples = pair_images(images_dir, gt_dir, gt_suffix=gt_suffix)
+            run_info.update(images=str(images_dir))
+        else:
+            assert pred_dir is not None
+            samples = pair_predictions(
+                pred_dir, gt_dir, gt_suffix=gt_suffix, pred_suffix=pred_suffix
+            )
+        if limit is not None:
+            samples = samples[:limit]
+        run_info.update(gt=str(gt_dir))
+        config.update(gt_suffix=gt_suffix or None, pred_suffix=pred_suffix or None)
+    if pred_dir is not None:
+        run_info.update(pred=str(pred_dir))
+
+    class_names: tuple[str, ...] | None = None
+    if vocab is not None and not uses_images:
+        class_names = vocab_class_names(vocab)
+    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+        raise ConfigError(
+            f"vocabulary {vocab} has {len(class_names)} classes but {num_classes} are expected"
+        )
+    if vocab is not None:
+        run_info.update(vocab=str(vocab))
+    config.update(
+        reduce_zero_label=bool(reduce_zero_label),
+        limit=limit,
+        num_samples=len(samples),
+    )
+    if preset is not None:
+        protocol_preset(preset)  # an unknown preset fails here, before any worker starts
+    selected = samples if shard_ is None else samples[shard_[0] - 1 :: shard_[1]]
+    return _EvalPlan(
+        samples=samples,
+        selected=selected,
+        uses_images=uses_images,
+        reduce_zero_label=bool(reduce_zero_label),
+        vocab=vocab,
+        num_classes=num_classes,
+        class_names=class_names,
+        preset=preset,
+        shard=shard_,
+        config=config,
+        run_info=run_info,
+    )
+
+
+def _describe_segmenter(
+    description: dict[str, Any], config: dict[str, Any], run_info: dict[str, Any]
+) -> None:
+    """Split a worker's segmenter description into compared settings and run-local ones, as
+    ``evaluate`` does."""
+    from scclip_cli.evaluate import RUN_LOCAL_KEYS, _find_key, _strip_keys
+
+    config.update(segmenter=_strip_keys(description, frozenset(RUN_LOCAL_KEYS)))
+    run_info.update({key: _find_key(description, key) for key in RUN_LOCAL_KEYS})
+
+
+class _EvalScoring:
+    """The driver's sum of the workers' confusion matrices."""
+
+    def __init__(
+        self, confusion: ConfusionMatrix, *, total: int, fail_fast: bool, show_progress: bool
+    ) -> None:
+        from tqdm import tqdm
+
+        self.confusion = confusion
+        self.fail_fast = fail_fast
+        self.problems: list[tuple[int, str]] = []
+        self.bar = tqdm(
+            total=total,
+            desc="eval",
+            unit="img",
+            file=sys.stderr,
+            disable=not show_progress,
+            dynamic_ncols=True,
+        )
+
+    def record_batch(self, batch: Sequence[tuple[int, EvalSample]], result: dict[str, Any]) -> None:
+        matrix = np.asarray(result["matrix"], dtype=np.int64)
+        if matrix.shape != self.confusion.matrix.shape:
+            raise RuntimeError(f"a worker returned a {matrix.shape} confusion matrix")
+        self.confusion.matrix += matrix
+        self.confusion.num_images += int(result["num_images"])
+        self.problems += result["problems"]
+        self.bar.update(len(batch))
+
+    def should_stop(self) -> bool:
+        """Stop dispatching at the first problem when segmenting (as the local run does)."""
+        return self.fail_fast and bool(self.problems)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _raise_lost_samples(batch: Sequence[tuple[int, EvalSample]], error: BaseException) -> None:
+    sample = batch[0][1]
+    raise EvaluationError(
+        f"{sample.image or sample.pred or sample.key}: its Ray worker died on every attempt "
+        f"({_first_line(error)}); nothing was scored"
+    )
+
+
+# ================================================================= workers (in Ray processes)
+@dataclass
+class _SegmentBatchResult:
+    """What a worker returns for one batch of images (small: no pixels)."""
+
+    done: list[dict[str, Any]]
+    """The ``--jsonl`` record of each image written (path, status, files, width, height,
+    classes)."""
+    failures: list[Failure]
+    read_wait_seconds: float = 0.0
+    write_wait_seconds: float = 0.0
+
+
+class _WorkerBase:
+    """Shared by the workers: the driver's working folder, lazy model loading, identity."""
+
+    def __init__(
+        self,
+        cwd: str,
+        probe: Sequence[str],
+        load_options: dict[str, Any] | None,
+        threads: float,
+    ) -> None:
+        self.cwd = cwd
+        self.cwd_ok = os.path.isdir(cwd)
+        if self.cwd_ok:
+            os.chdir(cwd)  # relative paths mean what they mean on the driver
+        self.probe = list(probe)
+        self.load_options = load_options
+        self.threads = max(1, math.floor(threads))
+        self.segmenter: Segmenter | None = None
+        self.load_seconds = 0.0
+
+    def _segmenter(self) -> Segmenter | None:
+        """Load the model and vocabulary once per process (again after a restart)."""
+        if self.segmenter is None and self.load_options is not None:
+            import torch
+
+            from scclip_cli.segmenter import Segmenter
+
+            torch.set_num_threads(self.threads)
+            start = time.perf_counter()
+            self.segmenter = Segmenter.load(**self.load_options)
+            self.load_seconds = time.perf_counter() - start
+        return self.segmenter
+
+    def setup(self) -> dict[str, Any]:
+        """Check the shared files, load the model, and say who this worker is.
+
+        Returns:
+            ``{"description": segmenter description or None, "load_seconds", "pid", "node",
+            "missing": the probe paths this node cannot see, "cwd_ok"}``.
+        """
+        missing = [p for p in self.probe if not os.path.exists(p)]
+        if missing:  # no point loading a model that cannot reach the files
+            return {"missing": missing, "cwd_ok": self.cwd_ok, "node": socket.gethostname()}
+        segmenter = self._segmenter()
+        return {
+            "description": segmenter.describe() if segmenter is not None else None,
+            "load_seconds": self.load_seconds,
+            "pid": os.getpid(),
+            "node": socket.gethostname(),
+            "missing": [],
+            "cwd_ok": self.cwd_ok,
+        }
+
+    def pid(self) -> int:
+        """This worker's process id (tests kill it to check that the run survives)."""
+        return os.getpid()
+
+
+class SegmentWorker(_WorkerBase):
+    """A Ray actor holding one segmenter; segments batches of jobs with the local pipeline."""
+
+    def __init__(
+        self,
+        cwd: str,
+        probe: Sequence[str],
+        load_options: dict[str, Any],
+        read_workers: int,
+        overlay: bool,
+        overwrite: bool,
+        threads: float,
+    ) -> None:
+        super().__init__(cwd, probe, load_options, threads)
+        self.read_workers = read_workers
+        self.overlay = overlay
+        self.overwrite = overwrite
+
+    def segment_batch(self, jobs: list[_Job]) -> _SegmentBatchResult:
+        """Segment and write ``jobs`` exactly as the local run does; return what happened.
+
+        Images already complete were finished by an earlier attempt of this batch (its worker
+        died after writing them): they are reported done, not written again.
+        """
+        from scclip_cli.run_summary import FailureLog, RunSummary
+        from scclip_cli.segment_job import (
+            _jsonl_record,
+            _JsonlSink,
+            _Pipeline,
+            _read_complete_record,
+            _remove_stale_temporaries,
+            _Reporter,
+        )
+
+        segmenter = self._segmenter()
+        assert segmenter is not None
+        done: list[dict[str, Any]] = []
+        todo = []
+        for job in jobs:
+            record = None if self.overwrite else _read_complete_record(job.outputs)
+            if record is None:
+                todo.append(job)
+            else:
+                done.append(_jsonl_record(job, record, "done"))
+        _remove_stale_temporaries(todo)
+        summary = RunSummary(out_dir=Path())
+        lines = io.StringIO()
+        failure_log = FailureLog(Path(os.devnull))
+        try:
+            pipeline = _Pipeline(
+                segmenter,
+                summary=summary,
+                failure_log=failure_log,
+                jsonl=_JsonlSink(lines),
+                reporter=_Reporter(quiet=True),
+                class_names=tuple(segmenter.class_names),
+                overlay=self.overlay,
+                read_workers=self.read_workers,
+            )
+            pipeline.run(todo, show_progress=False)
+        finally:
+            failure_log.close()
+        done += [json.loads(line) for line in lines.getvalue().splitlines()]
+        return _SegmentBatchResult(
+            done=done,
+            failures=summary.sorted_failures(),
+            read_wait_seconds=summary.read_wait_seconds,
+            write_wait_seconds=summary.write_wait_seconds,
+        )
+
+
+class EvalWorker(_WorkerBase):
+    """A Ray actor that segments (when it has a model) and scores batches of samples."""
+
+    def __init__(
+        self,
+        cwd: str,
+        probe: Sequence[str],
+        load_options: dict[str, Any] | None,
+        reduce_zero_label: bool,
+        ignore_index: int,
+        save_pred: str | Path | None,
+        threads: float,
+    ) -> None:
+        super().__init__(cwd, probe, load_options, threads)
+        self.reduce_zero_label = reduce_zero_label
+        self.ignore_index = ignore_index
+        self.save_pred = save_pred
+
+    def score_batch(
+        self,
+        items: list[tuple[int, EvalSample]],
+        num_classes: int,
+        class_names: tuple[str, ...],
+    ) -> dict[str, Any]:
+        """The confusion matrix of ``items`` (``(position, sample)``) and their problems.
+
+        Returns:
+            ``{"matrix": [K, K] int64, "num_images": int, "problems": [(position, text)]}``.
+            With a model, scoring stops at the first problem, as ``evaluate`` does.
+        """
+        from scclip_cli.evaluate import _score_one, _segmenter_source
+
+        confusion = ConfusionMatrix(num_classes, class_names, ignore_index=self.ignore_index)
+        segmenter = self._segmenter()
+        samples = [sample for _, sample in items]
+        predictions = (
+            iter(_segmenter_source(segmenter, self.save_pred)(samples))
+            if segmenter is not None
+            else None
+        )
+        problems: list[tuple[int, str]] = []
+        for position, sample in items:
+            try:
+                new = _score_one(
+                    sample, confusion, predictions, self.reduce_zero_label, bool(problems)
+                )
+            except EvaluationError as err:  # an image the segmentation source could not read
+                new = [str(err)]
+            problems += [(position, text) for text in new]
+            if new and segmenter is not None:
+                break
+        return {
+            "matrix": confusion.matrix,
+            "num_images": confusion.num_images,
+            "problems": problems,
+        }
+
+
+# ================================================================================== driver
+class _RayConnection:
+    """Use the Ray connection of this process, or connect (and disconnect at the end)."""
+
+    def __init__(self, ray: Any, address: str | None, *, quiet: bool) -> None:
+        self.ray = ray
+        self.address = address
+        self.quiet = quiet
+        self.started = False
+        self.description = "Ray"
+
+    def __enter__(self) -> _RayConnection:
+        ray = self.ray
+        if not ray.is_initialized():
+            own_sigterm = _python_sigterm_handler()
+            try:
+                ray.init(
+                    address=self.address,
+                    logging_level=logging.ERROR if self.quiet else logging.WARNING,
+                    log_to_driver=not self.quiet,
+                )
+            except (ConnectionError, ValueError, RuntimeError) as err:
+                where = self.address or os.environ.get("RAY_ADDRESS") or "a local instance"
+                raise UsageError(f"cannot start or join Ray ({where}): {err}") from None
+            self.started = True
+            if own_sigterm is not None:
+                # ray.init replaced it with sys.exit; the CLI's handler stops the run cleanly
+                signal.signal(signal.SIGTERM, own_sigterm)
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        resources = ray.cluster_resources()
+        self.description = (
+            f"{len(nodes)} node(s), {resources.get('CPU', 0):g} CPU, "
+            f"{resources.get('GPU', 0):g} GPU"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def _python_sigterm_handler() -> Callable[..., Any] | None:
+    """The SIGTERM handler installed in Python (by the CLI), if any, on the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if callable(handler) else None
+
+
+@contextlib.contextmanager
+def _ray_session(ray: Any, address: str | None, *, quiet: bool) -> Iterator[_RayConnection]:
+    """Connected to Ray, with ``sys.stdout`` sent to stderr: Ray prints its messages (a worker
+    died, ...) on stdout, which belongs to ``--jsonl`` lines and reports."""
+    with contextlib.redirect_stdout(sys.stderr), _RayConnection(ray, address, quiet=quiet) as c:
+        yield c
+
+
+@dataclass(frozen=True)
+class _Resources:
+    workers: int
+    gpus: float
+    cpus: float
+
+
+def _worker_resources(
+    ray: Any, options: RayOptions, most_workers: int, *, needs_model: bool
+) -> _Resources:
+    """How many workers, and what each reserves, from the options and the cluster."""
+    cluster = ray.cluster_resources()
+    cluster_gpus = float(cluster.get("GPU", 0))
+    cluster_cpus = float(cluster.get("CPU", 0))
+    gpus = options.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if needs_model and cluster_gpus > 0 else 0.0
+    cpus = options.cpus_per_worker
+    if gpus > 0 and cluster_gpus < gpus:
+        raise UsageError(
+            f"--gpus-per-worker {gpus:g}, but the Ray cluster has {cluster_gpus:g} GPU(s); "
+            "use --gpus-per-worker 0 to run on CPUs"
+        )
+    if cluster_cpus < cpus:
+        raise UsageError(
+            f"--cpus-per-worker {cpus:g}, but the Ray cluster has {cluster_cpus:g} CPU(s)"
+        )
+    workers = options.workers
+    if workers is None:
+        workers = int(cluster_gpus // gpus) if gpus > 0 else int(cluster_cpus // cpus)
+    workers = max(1, min(workers, most_workers))
+    return _Resources(workers=workers, gpus=float(gpus), cpus=float(cpus))
+
+
+def _plan_batches(
+    ray: Any, options: RayOptions, items: list[Any], most_per_task: int, *, needs_model: bool
+) -> tuple[_Resources, list[list[Any]]]:
+    """The workers' resources and the batches of ``items`` (in order) they get.
+
+    Batches hold ``options.images_per_task`` items, or by default up to ``most_per_task``: fewer
+    when there are not enough items to give every worker :data:`TASKS_PER_WORKER` batches.
+    """
+    # at most one worker per TASKS_PER_WORKER items: starting a worker costs a model load
+    most_workers = max(1, math.ceil(len(items) / TASKS_PER_WORKER))
+    resources = _worker_resources(ray, options, most_workers, needs_model=needs_model)
+    per_task = options.images_per_task or max(
+        1, min(most_per_task, math.ceil(len(items) / (resources.workers * TASKS_PER_WORKER)))
+    )
+    batches = [items[i : i + per_task] for i in range(0, len(items), per_task)]
+    workers = max(1, min(resources.workers, len(batches)))
+    return dataclasses.replace(resources, workers=workers), batches
+
+
+def _resources_text(resources: _Resources) -> str:
+    return f"{resources.cpus:g} CPU, {resources.gpus:g} GPU"
+
+
+def _default_read_workers(cpus: float) -> int:
+    return max(1, min(MAX_READ_WORKERS, math.floor(cpus)))
+
+
+class _WorkerPool:
+    """The run's worker actors and the loop that keeps them busy."""
+
+    def __init__(
+        self,
+        ray: Any,
+        worker_class: type,
+        resources: _Resources,
+        options: RayOptions,
+        *,
+        init_args: tuple[Any, ...],
+    ) -> None:
+        self.ray = ray
+        self.resources = resources
+        self.options = options
+        remote_class = ray.remote(
+            num_cpus=resources.cpus,
+            num_gpus=resources.gpus,
+            max_restarts=-1,
+            max_task_retries=options.max_task_retries,
+            # pid() and the like answer while a batch runs (the default group runs one at a time)
+            concurrency_groups={CONTROL_GROUP: 1},
+        )(worker_class)
+        self.actors = [
+            remote_class.remote(*init_args, resources.cpus) for _ in range(resources.workers)
+        ]
+        self.not_ready: dict[Any, int] = {
+            actor.setup.remote(): i for i, actor in enumerate(self.actors)
+        }
+        self.ready: list[int] = []
+        self.call_args: tuple[Any, ...] = ()
+        self.pending: dict[Any, tuple[int, Sequence[Any], bool]] = {}
+        """Task → (worker, batch, suspect) of the batches sent and not answered."""
+        self.startup_death: BaseException | None = None
+        errors = ray.exceptions
+        self.died: tuple[type[BaseException], ...] = (
+            errors.RayActorError,  # the worker process died (killed, crashed, node lost)
+            errors.WorkerCrashedError,
+            errors.OutOfMemoryError,  # killed by Ray's memory monitor
+            errors.ObjectLostError,
+        )
+
+    @property
+    def size(self) -> int:
+        return len(self.actors)
+
+    def set_call_args(self, *args: Any) -> None:
+        """Extra arguments of every task call (after the batch)."""
+        self.call_args = args
+
+    def wait_first_ready(self, reporter: Any) -> dict[str, Any]:
+        """Block until one worker has loaded its model; return its :meth:`setup` answer."""
+        start = time.monotonic()
+        noticed = False
+        while True:
+            done, _ = self.ray.wait(list(self.not_ready), num_returns=1, timeout=WAIT_SECONDS)
+            if done:
+                answer = self._mark_ready(done[0])
+                if answer is not None:
+                    return answer
+                if not self.not_ready:
+                    raise ModelLoadError(
+                        "every Ray worker died while loading the model: "
+                        + _first_line(self.startup_death or RuntimeError())
+                    )
+                continue
+            if not noticed and time.monotonic() - start > WORKER_WAIT_NOTICE_SECONDS:
+                noticed = True
+                available = self.ray.available_resources()
+                reporter.message(
+                    f"waiting for Ray to start a worker ({_resources_text(self.resources)} "
+                    f"each); the cluster has {available.get('CPU', 0):g} CPU and "
+                    f"{available.get('GPU', 0):g} GPU free"
+                )
+
+    def _mark_ready(self, ref: Any) -> dict[str, Any] | None:
+        """Take a worker's :meth:`setup` answer, or ``None`` when its process kept dying while it
+        started (that worker is left out); raise what keeps the run from working."""
+        index = self.not_ready.pop(ref)
+        try:
+            answer: dict[str, Any] = self.ray.get(ref)
+        except self.died as err:
+            self.startup_death = err
+            with contextlib.suppress(Exception):
+                self.ray.kill(self.actors[index], no_restart=True)
+            return None
+        except Exception as err:
+            raise _unwrap(err) from None
+        if answer["missing"]:
+            folder = "" if answer["cwd_ok"] else f" (nor the working folder {os.getcwd()})"
+            raise UsageError(
+                f"the Ray worker on {answer['node']} cannot see {answer['missing'][0]}{folder}; "
+                "inputs and --out must be on a file system every node shares, at the same path"
+            )
+        self.ready.append(index)
+        return answer
+
+    def dispatch(
+        self,
+        batches: Sequence[Sequence[Any]],
+        *,
+        method: str,
+        on_result: Callable[[Sequence[Any], Any], None],
+        on_lost: Callable[[Sequence[Any], BaseException], None],
+        on_batch_done: Callable[[Sequence[Any]], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
+        """Run every batch on the workers, :data:`TASKS_PER_WORKER` queued per ready worker.
+
+        A batch whose worker died on each of its attempts may have died for a batch queued before
+        it on the same worker, so its items are retried one by one, each alone on its worker. An
+        item that still kills its worker goes to ``on_lost``. Errors raised inside a task (not
+        the death of its worker) stop the run.
+        """
+        queue: deque[tuple[Sequence[Any], bool]] = deque((b, False) for b in batches)
+        pending = self.pending = {}
+        busy = [0] * self.size
+        isolated = [False] * self.size  # running a suspect item: nothing is queued behind it
+        while queue or pending:
+            if stop is not None and stop():
+                return
+            for index in sorted(self.ready, key=lambda i: busy[i]):
+                while queue and not isolated[index] and busy[index] < TASKS_PER_WORKER:
+                    batch, suspect = queue[0]
+                    if suspect and busy[index]:
+                        break
+                    queue.popleft()
+                    call = getattr(self.actors[index], method)
+                    pending[call.remote(list(batch), *self.call_args)] = (index, batch, suspect)
+                    busy[index] += 1
+                    isolated[index] = suspect
+            done, _ = self.ray.wait(
+                [*pending, *self.not_ready], num_returns=1, timeout=WAIT_SECONDS
+            )
+            for ref in done:
+                if ref in self.not_ready:
+                    self._mark_ready(ref)
+                    continue
+                index, batch, suspect = pending.pop(ref)
+                busy[index] -= 1
+                isolated[index] = False
+                try:
+                    result = self.ray.get(ref)
+                except self.died as err:
+                    if suspect:
+                        on_lost(batch, err)
+                    else:
+                        queue.extendleft(([item], True) for item in reversed(batch))
+                    continue
+                except Exception as err:
+                    raise _unwrap(err) from None
+                on_result(batch, result)
+                if on_batch_done is not None:
+                    on_batch_done(list(self.actors))
+
+    def stop(self) -> None:
+        """Kill the workers (their GPU memory is freed; a half-written image has no JSON) and wait
+        until the ones that were busy are gone, so that nothing is written after this returns."""
+        for actor in self.actors:
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor, no_restart=True)
+        if self.pending:  # their tasks fail once their worker is dead
+            with contextlib.suppress(Exception):
+                self.ray.wait(
+                    list(self.pending), num_returns=len(self.pending), timeout=STOP_SECONDS
+                )
+
+
+def _unwrap(err: BaseException) -> BaseException:
+    """The user-facing error inside a Ray task error (a ``ScclipError`` keeps its message)."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, ScclipError):
+        return cause
+    if isinstance(cause, BaseException) and not isinstance(cause, Exception):
+        return cause
+    return err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+class _Messages:
+    """Messages on stderr unless quiet (``eval``'s counterpart of the segment reporter)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            print(f"scclip: {text}", file=sys.stderr)
