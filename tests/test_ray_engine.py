@@ -249,7 +249,12 @@ def test_segment_on_ray_writes_what_the_local_engine_writes(
     args = [zoo_run["images"], "--vocab", zoo_run["vocab"], "--out", out, "--overlay", "-q"]
     args += ["--engine", "ray", "--workers", "2", "--jsonl", *cli_options(TINY | FAST)]
     assert main(["segment", *map(str, args)]) == 1  # the unreadable files fail again
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = []
+    for text in capsys.readouterr().out.splitlines():
+        try:
+            lines.append(json.loads(text))
+        except json.JSONDecodeError:
+            pytest.fail(f"stdout must carry only --jsonl lines, got: {text!r}")
     assert sorted(line["status"] for line in lines) == ["skipped"] * len(zoo.sizes)
     assert read_json(out / "summary.json")["counts"] == {
         "images": len(zoo),

@@ -321,13 +321,18 @@ _SC_CLIP_ONLY = frozenset(
 """MethodConfig fields that change only the ``sc-clip`` path; setting them for a baseline is an error."""
 
 
-def resolve_protocol(preset: str | None = None, **overrides: object) -> ProtocolConfig:
-    """The protocol of ``preset`` (or the defaults) with the explicitly given fields replaced.
+def resolve_protocol(
+    preset: str | None = None, protocol: ProtocolConfig | None = None, **overrides: object
+) -> ProtocolConfig:
+    """``protocol`` (else the protocol of ``preset``, else the defaults) with the given fields replaced.
 
     ``overrides`` whose value is ``None`` are ignored, so CLI options left unset keep the preset's
-    value.
+    value. This is the one place every command resolves its protocol.
     """
-    base = protocol_preset(preset).protocol if preset else ProtocolConfig()
+    if protocol is not None:
+        base = protocol
+    else:
+        base = protocol_preset(preset).protocol if preset else ProtocolConfig()
     given = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(given) - {f.name for f in dataclasses.fields(ProtocolConfig)}
     if unknown:

@@ -54,7 +54,7 @@ from scclip_cli.config import (
     DEFAULT_PRETRAINED,
     MethodConfig,
     ProtocolConfig,
-    protocol_preset,
+    resolve_protocol,
 )
 from scclip_cli.errors import ConfigError, EvaluationError, ScclipError, UsageError
 from scclip_cli.image_io import IMAGE_EXTENSIONS
@@ -279,7 +279,7 @@ def evaluate(
                 precision=precision,
                 method=method,
                 preset=preset,
-                protocol=_resolve_protocol(preset, protocol, protocol_overrides or {}),
+                protocol=resolve_protocol(preset, protocol, **(protocol_overrides or {})),
                 batch_size=batch_size,
             )
         class_names = tuple(segmenter.class_names)
@@ -584,18 +584,6 @@ def _load_segmenter(vocab: str | Path, **options: Any) -> Segmenter:
     from scclip_cli.segmenter import Segmenter
 
     return Segmenter.load(vocab, **options)
-
-
-def _resolve_protocol(
-    preset: str | None, protocol: ProtocolConfig | None, overrides: dict[str, object]
-) -> ProtocolConfig | None:
-    """The preset's protocol (or ``protocol``), with the explicitly given fields replaced."""
-    base = protocol
-    if base is None and preset is not None:
-        base = protocol_preset(preset).protocol
-    if not overrides:
-        return base
-    return (base or ProtocolConfig()).replace(**overrides)
 
 
 # ------------------------------------------------------------------------------------ helpers

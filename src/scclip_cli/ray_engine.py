@@ -71,6 +71,7 @@ from scclip_cli.config import (
     MethodConfig,
     ProtocolConfig,
     protocol_preset,
+    resolve_protocol,
 )
 from scclip_cli.errors import (
     ConfigError,
@@ -275,7 +276,6 @@ def segment_on_ray(
         _Progress,
         _remove_stale_temporaries,
         _Reporter,
-        _resolve_protocol,
         _skip_complete,
         _stderr_is_terminal,
         _write_summary,
@@ -311,7 +311,7 @@ def segment_on_ray(
         }.items()
         if value is not None
     }
-    resolved_protocol = _resolve_protocol(preset, protocol, overrides)
+    resolved_protocol = resolve_protocol(preset, protocol, **overrides)
     method_config = MethodConfig(name=method) if isinstance(method, str) else method
     class_names = _vocab_class_names(vocab)
     wide = len(class_names) > mask_io.MAX_PALETTE_CLASSES
@@ -632,8 +632,6 @@ def evaluate_on_ray(
     plan.config.update(samples_digest=_digest(plan.samples))
     load_options: dict[str, Any] | None = None
     if plan.uses_images:  # checked before any worker starts
-        from scclip_cli.evaluate import _resolve_protocol
-
         if plan.vocab is None:
             raise UsageError("--vocab is needed to segment images")
         _vocab_class_names(plan.vocab)
@@ -645,7 +643,7 @@ def evaluate_on_ray(
             "precision": precision,
             "method": MethodConfig(name=method) if isinstance(method, str) else method,
             "preset": plan.preset,
-            "protocol": _resolve_protocol(plan.preset, protocol, protocol_overrides or {}),
+            "protocol": resolve_protocol(plan.preset, protocol, **(protocol_overrides or {})),
             "batch_size": batch_size,
         }
     reporter = _Messages(quiet)

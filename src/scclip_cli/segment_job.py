@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,9 +203,15 @@ def segment(
     # Everything cheap first, so a typo does not cost a model load.
     discovery = discover_inputs(inputs, stdin=stdin, exclude=out)
     check_collisions(discovery.images, out, overlay=overlay, wide_labels=False, reserved=reserved)
-    overrides = _protocol_overrides(
-        short_side, crop, stride, logit_scale, prob_threshold, area_threshold
-    )
+    given: dict[str, object] = {
+        "short_side": short_side,
+        "crop": crop,
+        "stride": stride,
+        "logit_scale": logit_scale,
+        "prob_threshold": prob_threshold,
+        "area_threshold": area_threshold,
+    }
+    overrides = {name: value for name, value in given.items() if value is not None}
     reporter = _Reporter(quiet)
 
     segmenter, load_seconds = _obtain_segmenter(
@@ -307,34 +313,6 @@ def segment(
 # --- setup -------------------------------------------------------------------------------------
 
 
-def _protocol_overrides(
-    short_side: int | None,
-    crop: int | None,
-    stride: int | None,
-    logit_scale: float | None,
-    prob_threshold: float | None,
-    area_threshold: float | None,
-) -> dict[str, object]:
-    given = {
-        "short_side": short_side,
-        "crop": crop,
-        "stride": stride,
-        "logit_scale": logit_scale,
-        "prob_threshold": prob_threshold,
-        "area_threshold": area_threshold,
-    }
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def _resolve_protocol(
-    preset: str | None, protocol: ProtocolConfig | None, overrides: Mapping[str, object]
-) -> ProtocolConfig:
-    """``protocol`` (or the preset's, or the defaults) with the explicitly given fields replaced."""
-    if protocol is None:
-        return resolve_protocol(preset, **overrides)
-    return protocol.replace(**overrides) if overrides else protocol
-
-
 def _obtain_segmenter(
     segmenter: Segmenter | None,
     vocab: str | Path | list[str] | QueryEmbeddings | None,
@@ -361,7 +339,7 @@ def _obtain_segmenter(
 
     start = time.perf_counter()
     loaded = Segmenter.load(
-        vocab, protocol=_resolve_protocol(preset, protocol, overrides), **load_options
+        vocab, protocol=resolve_protocol(preset, protocol, **overrides), **load_options
     )
     return loaded, time.perf_counter() - start
 
