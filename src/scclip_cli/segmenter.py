@@ -211,12 +211,15 @@ class Segmenter:
 
         Materialises every query at full resolution: meant for diagnostics and parity tests.
         """
+        import torch
+
         from scclip_cli.postprocess import upsample_scores
 
         job = next(self._scored_jobs([image]))
         prepared = job.prepared
-        full = upsample_scores(self._averaged_scores(job), prepared.height, prepared.width)
-        return full.cpu().numpy()
+        with torch.inference_mode():
+            full = upsample_scores(self._averaged_scores(job), prepared.height, prepared.width)
+            return full.contiguous().cpu().numpy()
 
     def _scored_jobs(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[_Job]:
         from scclip_cli.sliding_window import WindowCanvas, windows
@@ -245,10 +248,8 @@ class Segmenter:
             yield pending.popleft()
 
     def _run_batch(self, batch: list[tuple[_Job, Window, torch.Tensor]]) -> None:
-        """Dense features → cosine scores → per-window upsampling into each image's canvas."""
+        """Dense features → cosine scores → each window's patch scores into its image's canvas."""
         import torch
-
-        from scclip_cli.sliding_window import patch_scores_to_pixels
 
         crops = torch.stack([crop for _, _, crop in batch])
         if self.device.type == "cuda":
@@ -256,25 +257,25 @@ class Segmenter:
         with torch.inference_mode():
             dense = self.extractor(crops.to(self.clip.dtype)).float()  # [B, gh, gw, D]
             dense = dense / dense.norm(dim=-1, keepdim=True)
-            patch_scores = (dense @ self.text.T).permute(0, 3, 1, 2)  # [B, Q, gh, gw]
-            for (job, win, crop), scores in zip(batch, patch_scores, strict=True):
-                pixels = patch_scores_to_pixels(scores[None], crop.shape[1], crop.shape[2])[0]
-                job.canvas.add(win, pixels)
+            patch_scores = dense @ self.text.T  # [B, gh, gw, Q]
+            for (job, win, _), scores in zip(batch, patch_scores, strict=True):
+                job.canvas.add_patches(win, scores)  # upsampled to the window when read
                 job.remaining -= 1
 
-    def _averaged_scores(self, job: _Job) -> torch.Tensor:
-        """``[Q, h, w]`` float32 window-averaged scores at the resized size, PAMR-refined if enabled.
+    def _averaged_scores(self, job: _Job) -> WindowCanvas | torch.Tensor:
+        """Window-averaged scores at the resized size: the canvas itself (read by rows), or, when
+        ``method.pamr_steps > 0``, the ``[Q, h, w]`` float32 tensor refined by PAMR.
 
-        PAMR (``method.pamr_steps > 0``) runs here, on the resized image, rather than at the
-        original size as in the reference, so memory stays bounded (see :mod:`scclip_cli.pamr`).
+        PAMR runs here, on the resized image, rather than at the original size as in the reference,
+        so memory stays bounded (see :mod:`scclip_cli.pamr`).
         """
-        scores = job.canvas.average()
-        if self.method.pamr_steps > 0:
-            from scclip_cli.pamr import refine
+        if self.method.pamr_steps <= 0:
+            return job.canvas
+        from scclip_cli.pamr import refine
 
-            pixels = job.prepared.pixels.to(scores.device)
-            scores = refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
-        return scores
+        scores = job.canvas.average()
+        pixels = job.prepared.pixels.to(scores.device)
+        return refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
 
     def _finish(self, job: _Job) -> Segmentation:
         import torch
