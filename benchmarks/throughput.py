@@ -1,6 +1,6 @@
 """Throughput and peak memory of ``scclip segment`` next to the bare forward pass of the same crops.
 
-    python benchmarks/throughput.py                      # full run, ViT-B/16, CPU (~6 min on 2 cores)
+    python benchmarks/throughput.py                      # full run, ViT-B/16, CPU (~8 min on 2 cores)
     python benchmarks/throughput.py --quick              # smoke run (~1 min)
     python benchmarks/throughput.py --device cuda        # on a GPU (float16 by default there)
 
@@ -18,8 +18,10 @@ a fresh child process, which loads the model and the vocabulary (not timed), the
 
 Peak memory is the child's peak resident set size (``VmHWM``), reset before each phase through
 ``/proc/self/clear_refs``, so it includes the model and the vocabulary; on CUDA the peak allocated
-GPU memory is reported too. Ratios compare phases of one child, so slow and fast moments of a
-shared machine affect them less than absolute times; ``/proc/loadavg`` is recorded per child.
+GPU memory is reported too. The phases run in turn for ``--repeat`` rounds (``--scaling-repeat``
+for the scaling tables) and each reports its fastest round; ratios compare phases of one child, so
+slow moments of a shared machine affect them less than absolute times (``/proc/loadavg`` is
+recorded per child, every round's time is in ``--json``).
 
 Tables: the main comparison (``--size``, ``--classes``, ``--images`` images), then how time and
 memory grow with the image size (``--megapixels``, ``--classes`` classes, one image each) and with
@@ -172,6 +174,8 @@ class Phase:
 
     runs: list[float] = field(default_factory=list)
     """Seconds of each repetition."""
+    cpu_runs: list[float] = field(default_factory=list)
+    """CPU seconds (user + system, all threads of the process) of each repetition."""
     peak_rss_mib: float = 0.0
     """Largest peak RSS of the repetitions."""
     peak_gpu_mib: float | None = None
@@ -180,6 +184,20 @@ class Phase:
     def seconds(self) -> float:
         """The fastest repetition: the one other processes disturbed least."""
         return min(self.runs)
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The smallest CPU time of the repetitions (the work done, less sensitive than the wall
+        time to other processes taking the cores)."""
+        return min(self.cpu_runs)
+
+
+def cpu_time() -> float:
+    """User + system CPU seconds of this process so far (all threads)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextlib.contextmanager
@@ -193,13 +211,14 @@ def measured(device: Any, out: dict[str, Phase], name: str) -> Iterator[None]:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     reset_peak_rss()
-    start = time.perf_counter()
+    cpu_start, start = cpu_time(), time.perf_counter()
     yield
     if cuda:
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, cpu_time() - cpu_start
     phase = out.setdefault(name, Phase())
     phase.runs.append(seconds)
+    phase.cpu_runs.append(cpu_seconds)
     phase.peak_rss_mib = max(phase.peak_rss_mib, peak_rss_mib())
     if cuda:
         gpu = torch.cuda.max_memory_allocated(device) / 2**20
@@ -383,7 +402,7 @@ def result_from_dict(data: dict[str, Any]) -> Result:
     config = data.pop("config")
     config["phases"] = tuple(config["phases"])
     phases = {
-        k: Phase(**{f: v[f] for f in ("runs", "peak_rss_mib", "peak_gpu_mib")})
+        k: Phase(**{f: v[f] for f in ("runs", "cpu_runs", "peak_rss_mib", "peak_gpu_mib")})
         for k, v in data.pop("phases").items()
     }
     return Result(config=Config(**config), phases=phases, **data)
@@ -482,10 +501,11 @@ def main_table(result: Result) -> str:
         f"{result.images} images of {result.width}×{result.height}, {result.classes} classes, "
         f"{result.crops} crops in {result.batches} batches of up to {result.config.batch_size}",
         "",
-        "| phase | s | s / image | images / s | × floor | peak RSS MiB |"
+        "| phase | s | s / image | images / s | × floor | CPU s | CPU × floor | peak RSS MiB |"
         + (" peak GPU MiB |" if gpu else ""),
-        "|---|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
     ]
+    floor_cpu = result.phases["floor"].cpu_seconds
     labels = {
         "floor": "bare forward (`model.visual`, floor)",
         "features": "SC-CLIP dense features",
@@ -495,6 +515,7 @@ def main_table(result: Result) -> str:
         lines.append(
             f"| {labels.get(name, name)} | {phase.seconds:.2f} | {phase.seconds / n:.2f} "
             f"| {n / phase.seconds:.3f} | {phase.seconds / floor:.3f} "
+            f"| {phase.cpu_seconds:.1f} | {phase.cpu_seconds / floor_cpu:.3f} "
             f"| {_mib(phase.peak_rss_mib)} |" + (f" {_mib(phase.peak_gpu_mib)} |" if gpu else "")
         )
     lines.append("")
@@ -508,8 +529,9 @@ def main_table(result: Result) -> str:
 def scaling_table(results: Sequence[Result], key: str) -> str:
     head = "| image (W×H) | megapixels |" if key == "size" else "| classes |"
     lines = [
-        head + " crops / image | segment s / image | floor s / image | × floor | peak RSS MiB |",
-        "|" + "---:|" * (head.count("|") - 1) + "---:|---:|---:|---:|---:|",
+        head + " crops / image | segment s / image | floor s / image | × floor | CPU × floor "
+        "| peak RSS MiB |",
+        "|" + "---:|" * (head.count("|") - 1) + "---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         seg, floor = r.phases["segment"], r.phases["floor"]
@@ -521,7 +543,7 @@ def scaling_table(results: Sequence[Result], key: str) -> str:
         lines.append(
             first + f" {r.crops / r.images:.0f} | {seg.seconds / r.images:.2f} "
             f"| {floor.seconds / r.images:.2f} | {seg.seconds / floor.seconds:.3f} "
-            f"| {_mib(seg.peak_rss_mib)} |"
+            f"| {seg.cpu_seconds / floor.cpu_seconds:.3f} | {_mib(seg.peak_rss_mib)} |"
         )
     return "\n".join(lines)
 
@@ -566,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=parse_size, default=MAIN_SIZE, help="WxH, main comparison")
     parser.add_argument("--images", type=int, default=6, help="images in the main comparison")
     parser.add_argument("--classes", type=int, default=150, help="vocabulary of the main run")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the main comparison")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of the main comparison")
     parser.add_argument(
         "--megapixels",
         type=lambda s: [float(v) for v in s.split(",") if v],
@@ -580,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="vocabularies of the vocabulary table ('' for none)",
     )
     parser.add_argument(
-        "--scaling-repeat", type=int, default=2, help="rounds of each size / vocabulary run"
+        "--scaling-repeat", type=int, default=3, help="rounds of each size / vocabulary run"
     )
     parser.add_argument(
         "--quick",
@@ -599,6 +621,7 @@ def result_dict(result: Result) -> dict[str, Any]:
     data = dataclasses.asdict(result)
     for name, phase in result.phases.items():
         data["phases"][name]["seconds"] = phase.seconds
+        data["phases"][name]["cpu_seconds"] = phase.cpu_seconds
     return data
 
 

@@ -47,6 +47,35 @@ def test_tiled_postprocess_equals_full_tensor(protocol):
     torch.testing.assert_close(out.confidence, ref_conf)
 
 
+@pytest.mark.parametrize("tile_elements", [7 * 20, 7 * 61 * 2, 1 << 20])
+def test_tiles_and_row_sources_change_nothing(tile_elements):
+    """Column tiles (a row wider than a tile), row tiles and one tile; a tensor or rows by band."""
+    from scclip_cli.postprocess import TensorRows
+
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(7, 13, 17, generator=g) * 0.05
+    scores[2, 3:9, 4:12] += 0.2
+    scores[6, 0:2, 0:2] += 0.2
+    query_class = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    protocol = ProtocolConfig(logit_scale=50, prob_threshold=0.3, area_threshold=0.1)
+    ref_labels, ref_conf = _reference(scores, 50, 61, query_class, 4, protocol)
+    for source in (scores, TensorRows(scores)):
+        out = labels_from_scores(source, 50, 61, query_class, 4, protocol, tile_elements)
+        assert torch.equal(out.labels, ref_labels)
+        torch.testing.assert_close(out.confidence, ref_conf)
+
+
+def test_unsorted_synonyms_keep_the_reference_argmax():
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(6, 9, 11, generator=g) * 0.1
+    query_class = torch.tensor([2, 0, 1, 0, 2, 1])  # synonyms interleaved
+    protocol = ProtocolConfig(logit_scale=40)
+    ref_labels, ref_conf = _reference(scores, 30, 40, query_class, 3, protocol)
+    out = labels_from_scores(scores, 30, 40, query_class, 3, protocol)
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
+
+
 def test_area_rule_removes_small_classes():
     scores = torch.zeros(3, 10, 10)
     scores[1] += 0.5

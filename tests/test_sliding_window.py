@@ -39,3 +39,37 @@ def test_uncovered_canvas_is_a_bug():
     canvas = WindowCanvas(1, 4, 4, torch.device("cpu"))
     with pytest.raises(RuntimeError):
         canvas.average()
+
+
+@pytest.mark.parametrize("queries", [3, 8, 200])
+def test_canvas_is_the_eager_interpolate_sum_bit_for_bit(queries):
+    """Windows upsampled by F.interpolate's kernel (in channel groups), summed in order, averaged."""
+    import torch.nn.functional as F
+
+    ws = windows(336, 448, 224, 112)
+    patches = torch.randn(len(ws), 14, 14, queries, generator=torch.Generator().manual_seed(0))
+    canvas = WindowCanvas(queries, 336, 448, torch.device("cpu"))
+    total, count = torch.zeros(queries, 336, 448), torch.zeros(336, 448)
+    for w, p in zip(ws, patches, strict=True):
+        canvas.add_patches(w, p)
+        # the reference: a channels-last [1, Q, 14, 14] view, as the patch scores come out
+        up = F.interpolate(
+            p.permute(2, 0, 1)[None], size=(224, 224), mode="bilinear", align_corners=False
+        )[0]
+        total[:, w.y1 : w.y2, w.x1 : w.x2] += up
+        count[w.y1 : w.y2, w.x1 : w.x2] += 1
+    assert torch.equal(canvas.average(), total / count)
+    assert torch.equal(canvas.rows(100, 130), (total / count).permute(1, 2, 0)[100:130])
+
+
+def test_channel_groups_are_aligned():
+    from scclip_cli.sliding_window import channel_groups
+
+    assert channel_groups(150) == [(0, 150)]
+    assert channel_groups(200) == [(0, 128), (128, 200)]
+    assert channel_groups(300) == [(0, 128), (128, 300)]  # a short remainder joins the last group
+    for q in (1, 64, 129, 1000):
+        groups = channel_groups(q)
+        assert groups[0][0] == 0 and groups[-1][1] == q
+        assert all(a % 64 == 0 for a, _ in groups)
+        assert len(groups) == 1 or groups[-1][1] - groups[-1][0] >= 64

@@ -66,6 +66,26 @@ def bilinear_taps(out_size: int, in_size: int, device: torch.device | None = Non
     return BilinearTaps(*(t.to(device) for t in (lo, hi, 1 - w_hi, w_hi)))
 
 
+CHANNEL_GROUP = 128
+"""Queries upsampled at once per window (bounds the ``[group, crop, crop]`` float32 buffer)."""
+
+
+def channel_groups(channels: int, group: int = CHANNEL_GROUP) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the channel groups a window is upsampled in.
+
+    Groups start at multiples of 64 and the last one has at least 64 channels (or is the only one):
+    PyTorch's channels-last bilinear kernel handles whole SIMD vectors of channels, then a scalar
+    tail, and switches kernels below 4 channels; so aligned groups give every channel the same
+    arithmetic as one call on all channels.
+    """
+    if group % 64:
+        raise ValueError(f"channel group must be a multiple of 64, got {group}")
+    starts = list(range(0, channels, group))
+    if len(starts) > 1 and channels - starts[-1] < 64:
+        starts.pop()  # a short remainder joins the group before it
+    return [(a, b) for a, b in zip(starts, [*starts[1:], channels], strict=True)]
+
+
 class WindowCanvas:
     """Accumulates per-window scores into an image-sized canvas and averages the overlaps.
 
@@ -77,7 +97,8 @@ class WindowCanvas:
 
     Patch scores (:meth:`add_patches`) are upsampled to their window by the kernel of
     ``F.interpolate(mode="bilinear", align_corners=False)`` on a channels-last view, as the
-    reference pipeline does, so the sum is the same bit for bit.
+    reference pipeline does, in groups of queries (:func:`channel_groups`), so the sum is the same
+    bit for bit.
     """
 
     def __init__(self, channels: int, height: int, width: int, device: torch.device) -> None:
@@ -111,21 +132,25 @@ class WindowCanvas:
         total = torch.zeros(
             self.height, self.width, self.channels, dtype=torch.float32, device=self.device
         )
-        upsampled: torch.Tensor | None = None  # reused [1, Q, h, w] channels-last buffer
+        buffers: dict[tuple[int, ...], torch.Tensor] = {}  # reused upsampling outputs
         for (y1, y2, x1, x2), scores, is_patches in self._windows:
-            if is_patches:
-                size = (y2 - y1, x2 - x1)
-                if upsampled is None or tuple(upsampled.shape[-2:]) != size:
-                    shape = (1, self.channels, *size)
+            if not is_patches:
+                total[y1:y2, x1:x2] += scores.permute(1, 2, 0)
+                continue
+            size = (y2 - y1, x2 - x1)
+            for c0, c1 in channel_groups(self.channels):
+                shape = (1, c1 - c0, *size)
+                if shape not in buffers:
                     layout = torch.channels_last
-                    upsampled = torch.empty(shape, device=self.device, memory_format=layout)
-                # F.interpolate's own kernel, written straight into a channels-last buffer (no
-                # transposing copies): [grid_h, grid_w, Q] seen as a channels-last [1, Q, gh, gw].
+                    buffers[shape] = torch.empty(shape, device=self.device, memory_format=layout)
+                out = buffers[shape]
+                # F.interpolate's own kernel on a channels-last [1, Q', gh, gw] input (as the
+                # reference's), written straight into a channels-last buffer: no transposing copies
+                group = scores[:, :, c0:c1].contiguous().permute(2, 0, 1)[None]
                 torch.ops.aten.upsample_bilinear2d.out(
-                    scores.permute(2, 0, 1)[None], list(size), False, None, None, out=upsampled
+                    group, list(size), False, None, None, out=out
                 )
-                scores = upsampled[0]  # [Q, y2 - y1, x2 - x1]
-            total[y1:y2, x1:x2] += scores.permute(1, 2, 0)
+                total[y1:y2, x1:x2, c0:c1] += out[0].permute(1, 2, 0)
         self._windows.clear()
         return total.div_(self.count[:, :, None])
 
