@@ -54,6 +54,7 @@ from scclip_cli.config import (
     DEFAULT_PRETRAINED,
     MethodConfig,
     ProtocolConfig,
+    protocol_preset,
     resolve_protocol,
 )
 from scclip_cli.errors import ConfigError, EvaluationError, ScclipError, UsageError
@@ -189,11 +190,154 @@ def evaluate(
         DatasetLayoutError: ``data_root`` lacks the dataset's layout.
         EvaluationError: unmatched files, size mismatches, out-of-range values, unreadable files.
     """
+    plan = plan_evaluation(
+        gt_dir=gt_dir,
+        pred_dir=pred_dir,
+        images_dir=images_dir,
+        dataset=dataset,
+        data_root=data_root,
+        vocab=vocab,
+        num_classes=num_classes,
+        reduce_zero_label=reduce_zero_label,
+        gt_suffix=gt_suffix,
+        pred_suffix=pred_suffix,
+        limit=limit,
+        shard=shard,
+        save_pred=save_pred,
+        preset=preset,
+        classes_from_model=predict is None and segmenter is None,
+    )
+    class_names = plan.class_names
+    # -- the prediction source
+    if plan.uses_images and predict is None:
+        if segmenter is None:
+            if plan.vocab is None:
+                raise UsageError("--vocab is needed to segment images")
+            segmenter = _load_segmenter(
+                plan.vocab,
+                model=model,
+                pretrained=pretrained,
+                device=device,
+                precision=precision,
+                method=method,
+                preset=plan.preset,
+                protocol=resolve_protocol(plan.preset, protocol, **(protocol_overrides or {})),
+                batch_size=batch_size,
+            )
+        class_names = plan.record_segmenter(tuple(segmenter.class_names), segmenter.describe())
+        predict = segmenter_source(segmenter, save_pred)
+    elif predict is not None and save_pred is not None:
+        predict = _saving(predict, save_pred, len(class_names or ()) or (plan.num_classes or 0))
+
+    confusion = plan.confusion(class_names, ignore_index)
+    predictions = predict(plan.selected) if predict is not None else None
+    score_samples(
+        plan.selected,
+        confusion,
+        predictions=predictions,
+        reduce_zero_label=plan.reduce_zero_label,
+        progress=show_progress(progress),
+        fail_fast=predictions is not None,
+    )
+    return EvaluationResult(confusion, run_info=plan.run_info)
+
+
+@dataclass
+class EvalPlan:
+    """What an evaluation settles before any model is loaded: the samples, classes, conventions
+    and the settings recorded with the result (shared by the local and the Ray engines)."""
+
+    samples: list[EvalSample]
+    """Every sample of the run, sorted (after ``limit``); their digest identifies the run."""
+    selected: list[EvalSample]
+    """This shard's samples."""
+    uses_images: bool
+    """Images are segmented on the fly (no ``pred_dir``)."""
+    reduce_zero_label: bool
+    vocab: str | Path | None
+    """The class list: given, or the dataset's."""
+    num_classes: int | None
+    """The expected number of classes, when known (given, or the dataset's)."""
+    class_names: tuple[str, ...] | None
+    """From ``vocab``, unless a segmenter loaded later gives them."""
+    preset: str | None
+    """The protocol preset: given, or the dataset's."""
+    shard: tuple[int, int] | None
+    config: dict[str, Any] = field(default_factory=dict)
+    """Settings compared when shards are merged."""
+    run_info: dict[str, Any] = field(default_factory=dict)
+    """Paths and run-local settings, reported only."""
+
+    def record_segmenter(
+        self, class_names: tuple[str, ...], description: dict[str, Any]
+    ) -> tuple[str, ...]:
+        """Take the segmenter's classes (checked against :attr:`num_classes`) and record its
+        description: compared settings in :attr:`config`, run-local ones (:data:`RUN_LOCAL_KEYS`)
+        in :attr:`run_info`.
+
+        Raises:
+            ConfigError: the segmenter has another number of classes than expected.
+        """
+        if self.num_classes is not None and len(class_names) != self.num_classes:
+            raise ConfigError(
+                f"the segmenter has {len(class_names)} classes but {self.num_classes} are expected"
+            )
+        self.config.update(segmenter=_strip_keys(description, frozenset(RUN_LOCAL_KEYS)))
+        self.run_info.update({key: _find_key(description, key) for key in RUN_LOCAL_KEYS})
+        return class_names
+
+    def confusion(
+        self, class_names: tuple[str, ...] | None, ignore_index: int = IGNORE_INDEX
+    ) -> ConfusionMatrix:
+        """The run's empty confusion matrix, carrying its settings and shard id.
+
+        Raises:
+            UsageError: no class names and no number of classes.
+        """
+        if class_names is None:
+            if self.num_classes is None:
+                raise UsageError("give --vocab or --num-classes to say how many classes there are")
+            class_names = tuple(f"class {k}" for k in range(self.num_classes))
+        return ConfusionMatrix(
+            len(class_names),
+            class_names,
+            ignore_index=ignore_index,
+            config=self.config,
+            shard=self.shard or (1, 1),
+        )
+
+
+def plan_evaluation(
+    *,
+    gt_dir: str | Path | None,
+    pred_dir: str | Path | None,
+    images_dir: str | Path | None,
+    dataset: str | None,
+    data_root: str | Path | None,
+    vocab: str | Path | None,
+    num_classes: int | None,
+    reduce_zero_label: bool | None,
+    gt_suffix: str,
+    pred_suffix: str,
+    limit: int | None,
+    shard: str | tuple[int, int] | None,
+    save_pred: str | Path | None,
+    preset: str | None,
+    classes_from_model: bool,
+) -> EvalPlan:
+    """Check the sources, list and pair the samples, settle the conventions and check every
+    file's header: everything :func:`evaluate` does before a model is loaded.
+
+    Arguments are those of :func:`evaluate`; ``classes_from_model``: the images are segmented by a
+    model loaded later, which gives the class names (``vocab`` is then not read here).
+
+    Raises:
+        UsageError, ConfigError, DatasetLayoutError, EvaluationError: as :func:`evaluate`.
+    """
     shard_ = _parse_shard(shard)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     uses_images = pred_dir is None  # --images, or --dataset without --pred
-    segmenting = uses_images and predict is None and segmenter is None  # a model must be loaded
     _check_sources(gt_dir, pred_dir, images_dir, dataset, data_root)
     if save_pred is not None and not uses_images:
         raise UsageError(
@@ -242,11 +386,12 @@ def evaluate(
         config.update(gt_suffix=gt_suffix or None, pred_suffix=pred_suffix or None)
     if pred_dir is not None:
         run_info.update(pred=str(pred_dir))
-    reduce_zero_label = bool(reduce_zero_label)
+    if preset is not None:
+        protocol_preset(preset)  # an unknown preset fails here, before any model loads
 
     # -- classes
     class_names: tuple[str, ...] | None = None
-    if vocab is not None and not segmenting:
+    if vocab is not None and not (uses_images and classes_from_model):
         class_names = vocab_class_names(vocab)
     if class_names is not None and num_classes is not None and len(class_names) != num_classes:
         raise ConfigError(
@@ -254,70 +399,31 @@ def evaluate(
         )
     if vocab is not None:
         run_info.update(vocab=str(vocab))
+    if save_pred is not None:
+        run_info.update(save_pred=str(save_pred))
 
     config.update(
-        reduce_zero_label=reduce_zero_label,
+        reduce_zero_label=bool(reduce_zero_label),
         limit=limit,
         num_samples=len(samples),
         samples_digest=_digest(samples),
     )
     selected = samples if shard_ is None else samples[shard_[0] - 1 :: shard_[1]]
-
     # -- cheap checks before any model is loaded
     check_headers(selected, use_images=uses_images)
-
-    # -- the prediction source
-    if uses_images and predict is None:
-        if segmenter is None:
-            if vocab is None:
-                raise UsageError("--vocab is needed to segment images")
-            segmenter = _load_segmenter(
-                vocab,
-                model=model,
-                pretrained=pretrained,
-                device=device,
-                precision=precision,
-                method=method,
-                preset=preset,
-                protocol=resolve_protocol(preset, protocol, **(protocol_overrides or {})),
-                batch_size=batch_size,
-            )
-        class_names = tuple(segmenter.class_names)
-        if num_classes is not None and len(class_names) != num_classes:
-            raise ConfigError(
-                f"the segmenter has {len(class_names)} classes but {num_classes} are expected"
-            )
-        description = segmenter.describe()
-        config.update(segmenter=_strip_keys(description, frozenset(RUN_LOCAL_KEYS)))
-        run_info.update({key: _find_key(description, key) for key in RUN_LOCAL_KEYS})
-        predict = _segmenter_source(segmenter, save_pred)
-    elif predict is not None and save_pred is not None:
-        predict = _saving(predict, save_pred, len(class_names or ()) or (num_classes or 0))
-    if save_pred is not None:
-        run_info.update(save_pred=str(save_pred))
-
-    if class_names is None:
-        if num_classes is None:
-            raise UsageError("give --vocab or --num-classes to say how many classes there are")
-        class_names = tuple(f"class {k}" for k in range(num_classes))
-
-    confusion = ConfusionMatrix(
-        len(class_names),
-        class_names,
-        ignore_index=ignore_index,
+    return EvalPlan(
+        samples=samples,
+        selected=selected,
+        uses_images=uses_images,
+        reduce_zero_label=bool(reduce_zero_label),
+        vocab=vocab,
+        num_classes=num_classes,
+        class_names=class_names,
+        preset=preset,
+        shard=shard_,
         config=config,
-        shard=shard_ or (1, 1),
+        run_info=run_info,
     )
-    predictions = predict(selected) if predict is not None else None
-    score_samples(
-        selected,
-        confusion,
-        predictions=predictions,
-        reduce_zero_label=reduce_zero_label,
-        progress=_show_progress(progress),
-        fail_fast=predictions is not None,
-    )
-    return EvaluationResult(confusion, run_info=run_info)
 
 
 def merge_results(paths: Sequence[str | Path]) -> EvaluationResult:
@@ -374,7 +480,7 @@ def pair_predictions(
         for k in sorted(set(gts) - set(preds), key=_key_order)
     ]
     if problems:
-        raise EvaluationError(_problem_text("unmatched files", problems))
+        raise EvaluationError(problem_text("unmatched files", problems))
     keys = sorted(preds, key=_key_order)
     if not keys:
         raise EvaluationError(f"no label PNGs in --pred {pred_dir} or --gt {gt_dir}")
@@ -411,7 +517,7 @@ def pair_images(
         for k in sorted(set(gts) - set(images), key=_key_order)
     ]
     if problems:
-        raise EvaluationError(_problem_text("unmatched files", problems))
+        raise EvaluationError(problem_text("unmatched files", problems))
     keys = sorted(images, key=_key_order)
     if not keys:
         raise EvaluationError(f"no images in --images {images_dir}")
@@ -441,7 +547,7 @@ def check_headers(samples: Sequence[EvalSample], *, use_images: bool = False) ->
                 f"ground truth {sample.gt} is {gt_size[0]}x{gt_size[1]}"
             )
     if problems:
-        raise EvaluationError(_problem_text("problems", problems))
+        raise EvaluationError(problem_text("problems", problems))
 
 
 def score_samples(
@@ -470,10 +576,6 @@ def score_samples(
     """
     from tqdm import tqdm
 
-    problems: list[str] = []
-    pred_iter: Iterator[tuple[str, np.ndarray]] | None = (
-        iter(predictions) if predictions is not None else None
-    )
     with tqdm(
         total=len(samples),
         desc="eval",
@@ -482,18 +584,52 @@ def score_samples(
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
-        for sample in samples:
+        problems = collect_problems(
+            samples,
+            confusion,
+            predictions=predictions,
+            reduce_zero_label=reduce_zero_label,
+            fail_fast=fail_fast,
+            on_scored=lambda: bar.update(1),
+        )
+    if problems:
+        raise EvaluationError(problem_text("problems", [text for _, text in problems]))
+
+
+def collect_problems(
+    samples: Sequence[EvalSample],
+    confusion: ConfusionMatrix,
+    *,
+    predictions: Iterable[tuple[str, np.ndarray]] | None = None,
+    reduce_zero_label: bool = False,
+    fail_fast: bool = False,
+    on_scored: Callable[[], None] | None = None,
+) -> list[tuple[int, str]]:
+    """:func:`score_samples` without raising: the problems found, as ``(index in samples,
+    text)``. Once a problem is found nothing more is added to ``confusion`` (it must then not be
+    reported); with ``fail_fast`` the pass stops there. ``on_scored`` is called after each
+    sample the pass goes through."""
+    problems: list[tuple[int, str]] = []
+    pred_iter: Iterator[tuple[str, np.ndarray]] | None = (
+        iter(predictions) if predictions is not None else None
+    )
+    for index, sample in enumerate(samples):
+        try:
             new = _score_one(sample, confusion, pred_iter, reduce_zero_label, bool(problems))
-            problems += new
-            if new and fail_fast:
-                break
-            bar.update(1)
+        except EvaluationError as err:  # an image the segmentation source could not read
+            new = [str(err)]
+        problems += [(index, text) for text in new]
+        if new and fail_fast:
+            break
+        if on_scored is not None:
+            on_scored()
     if pred_iter is not None and not problems:
         extra = next(pred_iter, None)
         if extra is not None:
-            problems.append(f"the segmentation source yielded an extra prediction {extra[0]!r}")
-    if problems:
-        raise EvaluationError(_problem_text("problems", problems))
+            problems.append(
+                (len(samples), f"the segmentation source yielded an extra prediction {extra[0]!r}")
+            )
+    return problems
 
 
 def _score_one(
@@ -539,7 +675,7 @@ def _score_one(
 
 
 # ------------------------------------------------------------------------- segmentation source
-def _segmenter_source(segmenter: Segmenter, save_pred: str | Path | None) -> Predict:
+def segmenter_source(segmenter: Segmenter, save_pred: str | Path | None) -> Predict:
     """A :data:`Predict` that segments ``sample.image`` with ``segmenter`` (streamed, batched)."""
 
     def predict(samples: Sequence[EvalSample]) -> Iterator[tuple[str, np.ndarray]]:
@@ -632,7 +768,7 @@ def _dataset_pred(pred_dir: str | Path | None, key: str) -> Path | None:
 def _check_pred_files(samples: Sequence[EvalSample]) -> None:
     missing = [f"missing prediction {s.pred}" for s in samples if s.pred and not s.pred.is_file()]
     if missing:
-        raise EvaluationError(_problem_text("unmatched files", missing))
+        raise EvaluationError(problem_text("unmatched files", missing))
 
 
 def _label_files(
@@ -714,7 +850,7 @@ def _read_labels(path: Path) -> np.ndarray:
         raise EvaluationError(f"{path}: unreadable label PNG ({err})") from None
 
 
-def _problem_text(headline: str, problems: Sequence[str]) -> str:
+def problem_text(headline: str, problems: Sequence[str]) -> str:
     shown = [f"  {p}" for p in problems[:MAX_PROBLEMS_SHOWN]]
     if len(problems) > MAX_PROBLEMS_SHOWN:
         shown.append(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
@@ -740,7 +876,7 @@ def _key_order(key: str) -> tuple[str, ...]:
     return tuple(key.split("/"))
 
 
-def _show_progress(progress: bool | None) -> bool:
+def show_progress(progress: bool | None) -> bool:
     if progress is not None:
         return progress
     try:

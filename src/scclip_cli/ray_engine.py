@@ -16,7 +16,9 @@ Same outputs as a local run (:func:`scclip_cli.segment_job.segment`,
 
 - Workers are plain Ray actors, each holding one :class:`~scclip_cli.segmenter.Segmenter` (model
   and vocabulary embeddings loaded once). Every batch runs the local engine's own pipeline
-  (``segment_job._Pipeline``), so masks, JSON, overlays and failure reasons are the local ones.
+  (:func:`scclip_cli.pipeline.segment_jobs`), so masks, JSON, overlays and failure reasons are the
+  local ones; the driver replays each batch's reports on the run's bookkeeping
+  (:class:`scclip_cli.segment_run.SegmentRun`), as the local pipeline reports each image.
 - The driver keeps :data:`TASKS_PER_WORKER` batches queued per worker (nothing large passes
   through Ray: paths go in, per-image statistics come back), so a million images stream through
   with bounded memory. Workers that start late (a busy or autoscaling cluster) join when ready.
@@ -47,8 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import json
+import functools
 import logging
 import math
 import os
@@ -70,11 +71,9 @@ from scclip_cli.config import (
     DEFAULT_PRETRAINED,
     MethodConfig,
     ProtocolConfig,
-    protocol_preset,
     resolve_protocol,
 )
 from scclip_cli.errors import (
-    ConfigError,
     EvaluationError,
     ModelLoadError,
     ScclipError,
@@ -85,8 +84,8 @@ from scclip_cli.metrics import IGNORE_INDEX, ConfusionMatrix
 
 if TYPE_CHECKING:
     from scclip_cli.evaluate import EvalSample, EvaluationResult
-    from scclip_cli.run_summary import Failure, FailureLog, RunSummary
-    from scclip_cli.segment_job import _Job, _JsonlSink, _Progress, _Reporter
+    from scclip_cli.run_summary import Failure, RunSummary
+    from scclip_cli.segment_run import Job, Reporter, SegmentRun
     from scclip_cli.segmenter import Segmenter
     from scclip_cli.text_embeddings import QueryEmbeddings
 
@@ -258,92 +257,40 @@ def segment_on_ray(
             a worker cannot load the model.
         KeyboardInterrupt: after recording the interrupted run (workers are stopped).
     """
-    from scclip_cli import mask_io
-    from scclip_cli.inputs import check_collisions, discover_inputs, parse_shard
-    from scclip_cli.run_summary import (
-        Failure,
-        FailureLog,
-        RunSummary,
-        package_versions,
-        reserved_names,
-        run_file_names,
-    )
-    from scclip_cli.segment_job import (
-        _finish_run_files,
-        _Job,
-        _JsonlSink,
-        _prepare_out_dir,
-        _Progress,
-        _remove_stale_temporaries,
-        _Reporter,
-        _skip_complete,
-        _stderr_is_terminal,
-        _write_summary,
-    )
+    from scclip_cli.segment_run import Reporter, SegmentRun, plan_run, protocol_overrides
 
     options = ray_options or RayOptions()
     ray = import_ray()
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    if read_workers is not None and read_workers < 1:
-        raise UsageError(f"read_workers must be at least 1, got {read_workers}")
-    shard_ = parse_shard(shard)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        from scclip_cli.errors import InputError
-
-        raise InputError(f"--out {out} exists and is not a folder")
-    shard_tag = shard_.file_tag if shard_ is not None else None
-    reserved = reserved_names(shard_tag)
-
     # Everything cheap first, on the driver, so a typo does not cost starting a cluster.
-    discovery = discover_inputs(inputs, stdin=stdin, exclude=out)
-    check_collisions(discovery.images, out, overlay=overlay, wide_labels=False, reserved=reserved)
-    overrides: dict[str, object] = {
-        name: value
-        for name, value in {
-            "short_side": short_side,
-            "crop": crop,
-            "stride": stride,
-            "logit_scale": logit_scale,
-            "prob_threshold": prob_threshold,
-            "area_threshold": area_threshold,
-        }.items()
-        if value is not None
-    }
+    plan = plan_run(
+        inputs,
+        out_dir,
+        overlay=overlay,
+        overwrite=overwrite,
+        shard=shard,
+        preset=preset,
+        batch_size=batch_size,
+        read_workers=read_workers,
+        stdin=stdin,
+    )
+    overrides = protocol_overrides(
+        short_side=short_side,
+        crop=crop,
+        stride=stride,
+        logit_scale=logit_scale,
+        prob_threshold=prob_threshold,
+        area_threshold=area_threshold,
+    )
     resolved_protocol = resolve_protocol(preset, protocol, **overrides)
     method_config = MethodConfig(name=method) if isinstance(method, str) else method
     class_names = _vocab_class_names(vocab)
-    wide = len(class_names) > mask_io.MAX_PALETTE_CLASSES
-    if wide:
-        check_collisions(
-            discovery.images, out, overlay=overlay, wide_labels=True, reserved=reserved
-        )
-    reporter = _Reporter(quiet)
+    reporter = Reporter(quiet)
 
     # Ray prints worker deaths on stdout: keep stdout for the --jsonl lines (captured above).
     with _ray_session(ray, options.address, quiet=quiet) as connection:
-        _prepare_out_dir(out, class_names, overwrite=overwrite)
-        images = shard_.take(discovery.images) if shard_ is not None else discovery.images
-        jobs = [
-            _Job(i, image, image.outputs(out, overlay=overlay, wide_labels=wide))
-            for i, image in enumerate(images)
-        ]
-        summary_name, failures_name = run_file_names(shard_tag)
-        summary = RunSummary(
-            out_dir=out,
-            class_names=class_names,
-            versions=package_versions(),
-            total=len(jobs),
-            summary_path=out / summary_name,
-            failures_path=out / failures_name,
-        )
-        jsonl = _JsonlSink(jsonl_stream)
-        todo = _skip_complete(jobs, summary, jsonl) if not overwrite else jobs
-        _remove_stale_temporaries(todo)
-
+        run = SegmentRun.open(plan, class_names, reporter=reporter, jsonl_stream=jsonl_stream)
         resources, batches = _plan_batches(
-            ray, options, todo, DEFAULT_IMAGES_PER_TASK, needs_model=True
+            ray, options, run.todo, DEFAULT_IMAGES_PER_TASK, needs_model=True
         )
         load_options = {
             "vocab": vocab,
@@ -363,7 +310,7 @@ def segment_on_ray(
             options,
             init_args=(
                 os.getcwd(),
-                [os.fspath(out), *(os.fspath(job.image.path) for job in todo[:1])],
+                [os.fspath(plan.out), *(os.fspath(job.image.path) for job in run.todo[:1])],
                 load_options,
                 read_workers or _default_read_workers(resources.cpus),
                 overlay,
@@ -373,150 +320,46 @@ def segment_on_ray(
         try:
             start = time.perf_counter()
             first = pool.wait_first_ready(reporter)
-            summary.load_seconds = time.perf_counter() - start
+            load_seconds = time.perf_counter() - start
             _check_worker_class_names(first, class_names)
             reporter.message(
                 f"{pool.size} Ray worker(s) ({_resources_text(resources)} each) on "
                 f"{connection.description}; first loaded {model} ({pretrained}) in "
-                f"{summary.load_seconds:.1f} s"
+                f"{load_seconds:.1f} s"
             )
-            summary.config = _segment_run_config(
-                first["description"],
-                inputs,
-                out,
-                preset,
-                overlay,
-                overwrite,
-                shard_,
-                options,
-                resources,
-                pool.size,
+            engine = _engine_record(options, resources, pool.size)
+            run.start(
+                plan.run_config(first["description"], engine=engine),
+                load_seconds=load_seconds,
+                show_progress=progress,
             )
-            _write_summary(summary, status="running")
-            failure_log = FailureLog(out / failures_name)
-            run = _SegmentRun(summary, failure_log, jsonl, reporter)
-            if shard_ is None or shard_.index == 1:
-                for path, reason in discovery.problems:
-                    run.record_failure(Failure(path, reason, "discover"))
-            shard_text = f" (shard {shard_.label})" if shard_ is not None else ""
-            reporter.message(
-                f"{len(jobs)} images{shard_text}: {summary.skipped} already complete, "
-                f"{len(todo)} to segment"
-            )
-            show_progress = (
-                progress if progress is not None else (not quiet and _stderr_is_terminal())
-            )
-            run.progress = _Progress(len(todo), show_progress) if todo else None
-            start = time.perf_counter()
-            try:
-                pool.dispatch(
-                    batches,
-                    method="segment_batch",
-                    on_result=run.record_batch,
-                    on_lost=run.lost_batch,
-                    on_batch_done=on_batch_done,
-                )
-            except BaseException as err:
-                summary.interrupted = isinstance(err, KeyboardInterrupt)
-                pool.stop()  # no worker writes after the run files
-                run.record_written([job for _, batch, _ in pool.pending.values() for job in batch])
+            with run.segmenting():
                 try:
-                    _finish_run_files(summary, failure_log, time.perf_counter() - start, err)
-                except Exception as write_err:
-                    err.add_note(f"(writing the run summary failed too: {write_err})")
-                if summary.interrupted:
-                    reporter.message(
-                        f"interrupted after segmenting {summary.done} images; run the same "
-                        "command again to finish the rest"
+                    pool.dispatch(
+                        batches,
+                        method="segment_batch",
+                        on_result=lambda _, result: result.report_to(run),
+                        on_lost=functools.partial(_lost_batch, run),
+                        on_batch_done=on_batch_done,
                     )
-                raise
-            finally:
-                if run.progress is not None:
-                    run.progress.close()
-            _finish_run_files(summary, failure_log, time.perf_counter() - start, None)
+                except BaseException:
+                    pool.stop()  # no worker writes after the run files
+                    run.count_written(
+                        [job for _, batch, _ in pool.pending.values() for job in batch]
+                    )
+                    raise
         finally:
             pool.stop()
-    reporter.message(
-        f"segmented {summary.done}, skipped {summary.skipped}, failed {summary.failed} "
-        f"in {summary.segment_seconds:.1f} s ({summary.images_per_second:.2f} images/s); "
-        f"summary: {summary.summary_path}"
-        + (f"; failures: {summary.failures_path}" if summary.failed else "")
-    )
-    return summary
+    return run.summary
 
 
-@dataclass
-class _SegmentRun:
-    """The driver's bookkeeping of a Ray ``segment`` run (called from the dispatch loop)."""
+def _lost_batch(run: SegmentRun, batch: Sequence[Job], error: BaseException) -> None:
+    """A single image whose worker died on every attempt: a failure of that image."""
+    from scclip_cli.run_summary import Failure
 
-    summary: RunSummary
-    failure_log: FailureLog
-    jsonl: _JsonlSink
-    reporter: _Reporter
-    progress: _Progress | None = None
-
-    def record_batch(self, batch: Sequence[_Job], result: _SegmentBatchResult) -> None:
-        for line in result.done:
-            self.summary.record_done(line["width"], line["height"], line["classes"])
-            self.jsonl.write(line)
-            if self.progress is not None:
-                self.progress.advance()
-        for failure in result.failures:
-            self.record_failure(failure)
-        self.summary.read_wait_seconds += result.read_wait_seconds
-        self.summary.write_wait_seconds += result.write_wait_seconds
-
-    def record_written(self, jobs: Sequence[_Job]) -> None:
-        """Count the images of unanswered batches that their worker completed before it was
-        stopped (the run was interrupted), as a local run counts every image it wrote."""
-        from scclip_cli.segment_job import _jsonl_record, _read_complete_record
-
-        for job in jobs:
-            record = _read_complete_record(job.outputs)
-            if record is not None:
-                self.summary.record_done(record["width"], record["height"], record["classes"])
-                self.jsonl.write(_jsonl_record(job, record, "done"))
-
-    def lost_batch(self, batch: Sequence[_Job], error: BaseException) -> None:
-        """A single image whose worker died on every attempt: a failure of that image."""
-        from scclip_cli.run_summary import Failure
-
-        for job in batch:
-            reason = f"its Ray worker died on every attempt: {_first_line(error)}"
-            self.record_failure(Failure(str(job.image.path), reason, "segment", job.order))
-
-    def record_failure(self, failure: Failure) -> None:
-        self.summary.record_failure(failure)
-        self.failure_log.append(failure)
-        self.reporter.message(f"failed: {failure.path}: {failure.reason}")
-        if self.progress is not None and failure.order >= 0:
-            self.progress.advance()
-
-
-def _segment_run_config(
-    description: dict[str, Any],
-    inputs: Sequence[str | os.PathLike[str]],
-    out: Path,
-    preset: str | None,
-    overlay: bool,
-    overwrite: bool,
-    shard: Any,
-    options: RayOptions,
-    resources: _Resources,
-    workers: int,
-) -> dict[str, Any]:
-    """``summary.json``'s configuration: the local run's, plus ``run.engine``."""
-    config = dict(description)
-    config["run"] = {
-        "inputs": [os.fspath(i) for i in inputs],
-        "out": str(out),
-        "preset": preset,
-        "overlay": overlay,
-        "overwrite": overwrite,
-        "shard": shard.label if shard is not None else None,
-        "engine": _engine_record(options, resources, workers),
-    }
-    return config
+    for job in batch:
+        reason = f"its Ray worker died on every attempt: {_first_line(error)}"
+        run.image_failed(Failure(str(job.image.path), reason, "segment", job.order))
 
 
 def _engine_record(options: RayOptions, resources: _Resources, workers: int) -> dict[str, Any]:
@@ -602,17 +445,12 @@ def evaluate_on_ray(
     Raises:
         ScclipError: as ``evaluate``; also when Ray is missing or a worker cannot load the model.
     """
-    from scclip_cli.evaluate import (
-        EvaluationResult,
-        _digest,
-        _problem_text,
-        _show_progress,
-        check_headers,
-    )
+    from scclip_cli.evaluate import EvaluationResult, plan_evaluation, problem_text, show_progress
+    from scclip_cli.segment_run import Reporter
 
     options = ray_options or RayOptions()
     ray = import_ray()
-    plan = _plan_evaluation(
+    plan = plan_evaluation(
         gt_dir=gt_dir,
         pred_dir=pred_dir,
         images_dir=images_dir,
@@ -627,9 +465,8 @@ def evaluate_on_ray(
         shard=shard,
         save_pred=save_pred,
         preset=preset,
+        classes_from_model=True,
     )
-    check_headers(plan.selected, use_images=plan.uses_images)
-    plan.config.update(samples_digest=_digest(plan.samples))
     load_options: dict[str, Any] | None = None
     if plan.uses_images:  # checked before any worker starts
         if plan.vocab is None:
@@ -646,7 +483,7 @@ def evaluate_on_ray(
             "protocol": resolve_protocol(plan.preset, protocol, **(protocol_overrides or {})),
             "batch_size": batch_size,
         }
-    reporter = _Messages(quiet)
+    reporter = Reporter(quiet)
 
     with _ray_session(ray, options.address, quiet=quiet) as connection:
         resources, batches = _plan_batches(
@@ -680,12 +517,16 @@ def evaluate_on_ray(
                 f"{pool.size} Ray worker(s) ({_resources_text(resources)} each) on "
                 f"{connection.description}, first ready in {time.perf_counter() - start:.1f} s"
             )
-            confusion = _eval_confusion(plan, first, save_pred, ignore_index)
+            class_names = plan.class_names
+            if plan.uses_images:
+                description = first["description"]
+                class_names = plan.record_segmenter(tuple(description["class_names"]), description)
+            confusion = plan.confusion(class_names, ignore_index)
             scoring = _EvalScoring(
                 confusion,
                 total=len(plan.selected),
                 fail_fast=plan.uses_images,
-                show_progress=_show_progress(progress),
+                show_progress=show_progress(progress),
             )
             pool.set_call_args(confusion.num_classes, confusion.class_names)
             try:
@@ -703,7 +544,7 @@ def evaluate_on_ray(
             pool.stop()
     if scoring.problems:
         texts = [text for _, text in sorted(scoring.problems, key=lambda item: item[0])]
-        raise EvaluationError(_problem_text("problems", texts))
+        raise EvaluationError(problem_text("problems", texts))
     plan.run_info["engine"] = _engine_record(options, resources, pool.size)
     return EvaluationResult(confusion, run_info=plan.run_info)
 
@@ -711,175 +552,6 @@ def evaluate_on_ray(
 def _sample_files(samples: Sequence[EvalSample]) -> Iterator[Path]:
     for sample in samples:
         yield from (p for p in (sample.gt, sample.pred, sample.image) if p is not None)
-
-
-def _eval_confusion(
-    plan: _EvalPlan, first: dict[str, Any], save_pred: str | Path | None, ignore_index: int
-) -> ConfusionMatrix:
-    """The empty confusion matrix of the run, with the local run's classes and settings."""
-    class_names = plan.class_names
-    if plan.uses_images:
-        description = first["description"]
-        class_names = tuple(description["class_names"])
-        if plan.num_classes is not None and len(class_names) != plan.num_classes:
-            raise ConfigError(
-                f"the segmenter has {len(class_names)} classes but {plan.num_classes} are expected"
-            )
-        _describe_segmenter(description, plan.config, plan.run_info)
-    if save_pred is not None:
-        plan.run_info.update(save_pred=str(save_pred))
-    if class_names is None:
-        if plan.num_classes is None:
-            raise UsageError("give --vocab or --num-classes to say how many classes there are")
-        class_names = tuple(f"class {k}" for k in range(plan.num_classes))
-    return ConfusionMatrix(
-        len(class_names),
-        class_names,
-        ignore_index=ignore_index,
-        config=plan.config,
-        shard=plan.shard or (1, 1),
-    )
-
-
-@dataclass
-class _EvalPlan:
-    """What ``evaluate`` settles before scoring: the samples, classes and conventions."""
-
-    samples: list[EvalSample]
-    selected: list[EvalSample]
-    uses_images: bool
-    reduce_zero_label: bool
-    vocab: str | Path | None
-    num_classes: int | None
-    class_names: tuple[str, ...] | None
-    preset: str | None
-    shard: tuple[int, int] | None
-    config: dict[str, Any] = field(default_factory=dict)
-    run_info: dict[str, Any] = field(default_factory=dict)
-
-
-def _plan_evaluation(
-    *,
-    gt_dir: str | Path | None,
-    pred_dir: str | Path | None,
-    images_dir: str | Path | None,
-    dataset: str | None,
-    data_root: str | Path | None,
-    vocab: str | Path | None,
-    num_classes: int | None,
-    reduce_zero_label: bool | None,
-    gt_suffix: str,
-    pred_suffix: str,
-    limit: int | None,
-    shard: str | tuple[int, int] | None,
-    save_pred: str | Path | None,
-    preset: str | None,
-) -> _EvalPlan:
-    """The first half of :func:`scclip_cli.evaluate.evaluate`, statement for statement, so the
-    settings (and the merged result) equal the local run's."""
-    from scclip_cli.evaluate import (
-        EvalSample,
-        _check_pred_files,
-        _check_sources,
-        _dataset_pred,
-        _parse_shard,
-        pair_images,
-        pair_predictions,
-        vocab_class_names,
-    )
-
-    shard_ = _parse_shard(shard)
-    if limit is not None and limit < 1:
-        raise UsageError(f"--limit must be at least 1, got {limit}")
-    uses_images = pred_dir is None
-    _check_sources(gt_dir, pred_dir, images_dir, dataset, data_root)
-    if save_pred is not None and not uses_images:
-        raise UsageError(
-            "--save-pred writes the masks made on the fly; it needs --images or "
-            "--dataset without --pred"
-        )
-    config: dict[str, Any] = {}
-    run_info: dict[str, Any] = {}
-    if dataset is not None:
-        from scclip_cli.datasets import benchmark_vocab_path, find_dataset
-
-        assert data_root is not None
-        found = find_dataset(dataset, data_root, limit=limit)
-        bench = found.layout.preset
-        samples = [
-            EvalSample(s.key, gt=s.label, image=s.image, pred=_dataset_pred(pred_dir, s.key))
-            for s in found.samples
-        ]
-        if pred_dir is not None:
-            _check_pred_files(samples)
-        if vocab is None:
-            vocab = benchmark_vocab_path(dataset)
-        if reduce_zero_label is None:
-            reduce_zero_label = bench.reduce_zero_label
-        if num_classes is not None and num_classes != bench.num_classes:
-            raise ConfigError(f"{dataset} has {bench.num_classes} classes, not {num_classes}")
-        num_classes = bench.num_classes
-        preset = preset or dataset
-        config.update(dataset=dataset, total_samples=found.total)
-        run_info.update(data_root=str(found.root))
-    else:
-        assert gt_dir is not None
-        if images_dir is not None:
-            samples = pair_images(images_dir, gt_dir, gt_suffix=gt_suffix)
-            run_info.update(images=str(images_dir))
-        else:
-            assert pred_dir is not None
-            samples = pair_predictions(
-                pred_dir, gt_dir, gt_suffix=gt_suffix, pred_suffix=pred_suffix
-            )
-        if limit is not None:
-            samples = samples[:limit]
-        run_info.update(gt=str(gt_dir))
-        config.update(gt_suffix=gt_suffix or None, pred_suffix=pred_suffix or None)
-    if pred_dir is not None:
-        run_info.update(pred=str(pred_dir))
-
-    class_names: tuple[str, ...] | None = None
-    if vocab is not None and not uses_images:
-        class_names = vocab_class_names(vocab)
-    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
-        raise ConfigError(
-            f"vocabulary {vocab} has {len(class_names)} classes but {num_classes} are expected"
-        )
-    if vocab is not None:
-        run_info.update(vocab=str(vocab))
-    config.update(
-        reduce_zero_label=bool(reduce_zero_label),
-        limit=limit,
-        num_samples=len(samples),
-    )
-    if preset is not None:
-        protocol_preset(preset)  # an unknown preset fails here, before any worker starts
-    selected = samples if shard_ is None else samples[shard_[0] - 1 :: shard_[1]]
-    return _EvalPlan(
-        samples=samples,
-        selected=selected,
-        uses_images=uses_images,
-        reduce_zero_label=bool(reduce_zero_label),
-        vocab=vocab,
-        num_classes=num_classes,
-        class_names=class_names,
-        preset=preset,
-        shard=shard_,
-        config=config,
-        run_info=run_info,
-    )
-
-
-def _describe_segmenter(
-    description: dict[str, Any], config: dict[str, Any], run_info: dict[str, Any]
-) -> None:
-    """Split a worker's segmenter description into compared settings and run-local ones, as
-    ``evaluate`` does."""
-    from scclip_cli.evaluate import RUN_LOCAL_KEYS, _find_key, _strip_keys
-
-    config.update(segmenter=_strip_keys(description, frozenset(RUN_LOCAL_KEYS)))
-    run_info.update({key: _find_key(description, key) for key in RUN_LOCAL_KEYS})
 
 
 class _EvalScoring:
@@ -930,14 +602,35 @@ def _raise_lost_samples(batch: Sequence[tuple[int, EvalSample]], error: BaseExce
 # ================================================================= workers (in Ray processes)
 @dataclass
 class _SegmentBatchResult:
-    """What a worker returns for one batch of images (small: no pixels)."""
+    """What a worker returns for one batch of images (small: no pixels): the pipeline's reports,
+    collected (:class:`~scclip_cli.pipeline.PipelineEvents`), to replay on the driver's run."""
 
-    done: list[dict[str, Any]]
-    """The ``--jsonl`` record of each image written (path, status, files, width, height,
+    done: list[dict[str, Any]] = field(default_factory=list)
+    """The ``--jsonl`` line of each image written (path, status, files, width, height,
     classes)."""
-    failures: list[Failure]
+    failures: list[Failure] = field(default_factory=list)
     read_wait_seconds: float = 0.0
     write_wait_seconds: float = 0.0
+
+    def image_done(self, job: Job, record: dict[str, Any]) -> None:
+        from scclip_cli.segment_run import jsonl_record
+
+        self.done.append(jsonl_record(job, record, "done"))
+
+    def image_failed(self, failure: Failure) -> None:
+        self.failures.append(failure)
+
+    def waited(self, *, read: float = 0.0, write: float = 0.0) -> None:
+        self.read_wait_seconds += read
+        self.write_wait_seconds += write
+
+    def report_to(self, run: SegmentRun) -> None:
+        """Replay on the driver what happened on the worker."""
+        for line in self.done:
+            run.record_done_line(line)
+        for failure in sorted(self.failures, key=lambda f: (f.order, f.path)):
+            run.image_failed(failure)
+        run.waited(read=self.read_wait_seconds, write=self.write_wait_seconds)
 
 
 class _WorkerBase:
@@ -1016,57 +709,35 @@ class SegmentWorker(_WorkerBase):
         self.overlay = overlay
         self.overwrite = overwrite
 
-    def segment_batch(self, jobs: list[_Job]) -> _SegmentBatchResult:
+    def segment_batch(self, jobs: list[Job]) -> _SegmentBatchResult:
         """Segment and write ``jobs`` exactly as the local run does; return what happened.
 
         Images already complete were finished by an earlier attempt of this batch (its worker
         died after writing them): they are reported done, not written again.
         """
-        from scclip_cli.run_summary import FailureLog, RunSummary
-        from scclip_cli.segment_job import (
-            _jsonl_record,
-            _JsonlSink,
-            _Pipeline,
-            _read_complete_record,
-            _remove_stale_temporaries,
-            _Reporter,
-        )
+        from scclip_cli.pipeline import segment_jobs
+        from scclip_cli.segment_run import read_complete_record, remove_stale_temporaries
 
         segmenter = self._segmenter()
         assert segmenter is not None
-        done: list[dict[str, Any]] = []
+        report = _SegmentBatchResult()
         todo = []
         for job in jobs:
-            record = None if self.overwrite else _read_complete_record(job.outputs)
+            record = None if self.overwrite else read_complete_record(job.outputs)
             if record is None:
                 todo.append(job)
             else:
-                done.append(_jsonl_record(job, record, "done"))
-        _remove_stale_temporaries(todo)
-        summary = RunSummary(out_dir=Path())
-        lines = io.StringIO()
-        failure_log = FailureLog(Path(os.devnull))
-        try:
-            pipeline = _Pipeline(
-                segmenter,
-                summary=summary,
-                failure_log=failure_log,
-                jsonl=_JsonlSink(lines),
-                reporter=_Reporter(quiet=True),
-                class_names=tuple(segmenter.class_names),
-                overlay=self.overlay,
-                read_workers=self.read_workers,
-            )
-            pipeline.run(todo, show_progress=False)
-        finally:
-            failure_log.close()
-        done += [json.loads(line) for line in lines.getvalue().splitlines()]
-        return _SegmentBatchResult(
-            done=done,
-            failures=summary.sorted_failures(),
-            read_wait_seconds=summary.read_wait_seconds,
-            write_wait_seconds=summary.write_wait_seconds,
+                report.image_done(job, record)
+        remove_stale_temporaries(todo)
+        segment_jobs(
+            segmenter,
+            todo,
+            report,
+            class_names=tuple(segmenter.class_names),
+            overlay=self.overlay,
+            read_workers=self.read_workers,
         )
+        return report
 
 
 class EvalWorker(_WorkerBase):
@@ -1099,27 +770,24 @@ class EvalWorker(_WorkerBase):
             ``{"matrix": [K, K] int64, "num_images": int, "problems": [(position, text)]}``.
             With a model, scoring stops at the first problem, as ``evaluate`` does.
         """
-        from scclip_cli.evaluate import _score_one, _segmenter_source
+        from scclip_cli.evaluate import collect_problems, segmenter_source
 
         confusion = ConfusionMatrix(num_classes, class_names, ignore_index=self.ignore_index)
         segmenter = self._segmenter()
         samples = [sample for _, sample in items]
-        predictions = (
-            iter(_segmenter_source(segmenter, self.save_pred)(samples))
-            if segmenter is not None
-            else None
+        found = collect_problems(
+            samples,
+            confusion,
+            predictions=(
+                segmenter_source(segmenter, self.save_pred)(samples)
+                if segmenter is not None
+                else None
+            ),
+            reduce_zero_label=self.reduce_zero_label,
+            fail_fast=segmenter is not None,
         )
-        problems: list[tuple[int, str]] = []
-        for position, sample in items:
-            try:
-                new = _score_one(
-                    sample, confusion, predictions, self.reduce_zero_label, bool(problems)
-                )
-            except EvaluationError as err:  # an image the segmentation source could not read
-                new = [str(err)]
-            problems += [(position, text) for text in new]
-            if new and segmenter is not None:
-                break
+        positions = [position for position, _ in items]
+        problems = [(positions[min(i, len(items) - 1)], text) for i, text in found]
         return {
             "matrix": confusion.matrix,
             "num_images": confusion.num_images,
@@ -1295,7 +963,7 @@ class _WorkerPool:
         """Extra arguments of every task call (after the batch)."""
         self.call_args = args
 
-    def wait_first_ready(self, reporter: Any) -> dict[str, Any]:
+    def wait_first_ready(self, reporter: Reporter) -> dict[str, Any]:
         """Block until one worker has loaded its model; return its :meth:`setup` answer."""
         start = time.monotonic()
         noticed = False
@@ -1426,14 +1094,3 @@ def _unwrap(err: BaseException) -> BaseException:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-class _Messages:
-    """Messages on stderr unless quiet (``eval``'s counterpart of the segment reporter)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-
-    def message(self, text: str) -> None:
-        if not self.quiet:
-            print(f"scclip: {text}", file=sys.stderr)

@@ -63,6 +63,13 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def describe_error(err: BaseException) -> str:
+    """``"TypeName: message"`` (just the type's name when the message is empty): a failure's
+    reason, or the error of a run that stopped."""
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def run_file_names(shard_tag: str | None) -> tuple[str, str]:
     """``(summary file, failures file)`` names, tagged with the shard when there is one."""
     tag = f".{shard_tag}" if shard_tag else ""
