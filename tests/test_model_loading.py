@@ -326,3 +326,24 @@ def test_cuda_defaults_to_float16_and_matches_float32(tiny_clip):
     full = _image_features(tiny_clip)
     cosine = torch.nn.functional.cosine_similarity(half, full).item()
     assert cosine > 0.999
+
+
+def test_segmenter_load_releases_the_text_tower(tmp_path: Path):
+    """Segmenting needs the vision tower only: the text tower is freed once the vocabulary is
+    embedded, segmenting still works, and embedding more text says why it cannot."""
+    import numpy as np
+
+    from scclip_cli.errors import ModelLoadError
+    from scclip_cli.segmenter import Segmenter
+    from scclip_cli.text_embeddings import encode_queries
+
+    segmenter = Segmenter.load(["cat", "dog"], model="scclip-tiny", pretrained="random:7")
+    clip = segmenter.clip
+    assert not clip.has_text_tower
+    assert clip.model.transformer is None and clip.model.token_embedding is None
+    names = [name for name, _ in clip.model.named_parameters()]
+    assert names and all(name.startswith(("visual.", "logit_scale")) for name in names)
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    assert segmenter.segment(image).labels.shape == (40, 50)
+    with pytest.raises(ModelLoadError, match="text tower was released"):
+        encode_queries(clip, ["bird"], ["a photo of a {}."])

@@ -43,6 +43,7 @@ import torch
 
 from scclip_cli.config import ProtocolConfig
 from scclip_cli.sliding_window import BilinearTaps, bilinear_taps
+from scclip_cli.workspace import Workspace
 
 TILE_ELEMENTS = 1 << 24
 """Upper bound on ``Q × tile pixels`` materialised at once on a GPU (64 MiB of float32)."""
@@ -123,9 +124,15 @@ class BilinearResizer:
     """
 
     def __init__(
-        self, source: ScoreRows, out_height: int, out_width: int, tile_elements: int
+        self,
+        source: ScoreRows,
+        out_height: int,
+        out_width: int,
+        tile_elements: int,
+        workspace: Workspace | None = None,
     ) -> None:
         self.source = source
+        self.workspace = workspace or Workspace()
         self.out_height, self.out_width = out_height, out_width
         self._rows = _taps(out_height, source.height, source.device)
         self._cols = _taps(out_width, source.width, source.device)
@@ -165,10 +172,10 @@ class BilinearResizer:
         ry = self._rows
         h, c, width = self.source.height, self.source.channels, self.out_width
         device = self.source.device
-        scratch = torch.empty(self.tile_h * self.tile_w * c, dtype=torch.float32, device=device)
+        scratch = self.workspace.empty("tile", (self.tile_h * self.tile_w * c,), device=device)
         chunk_size = self.chunk_rows * width * c
-        chunk_buffer = torch.empty(chunk_size, dtype=torch.float32, device=device)
-        spare = torch.empty(chunk_size, dtype=torch.float32, device=device)
+        chunk_buffer = self.workspace.empty("chunk", (chunk_size,), device=device)
+        spare = self.workspace.empty("chunk spare", (chunk_size,), device=device)
         y = 0
         while y < self.out_height:
             r0 = ry.lo_list[y]
@@ -214,7 +221,7 @@ def class_probabilities(
 
 @dataclass(frozen=True)
 class LabelMap:
-    labels: torch.Tensor  # [H, W] int64
+    labels: torch.Tensor  # [H, W] int32
     confidence: torch.Tensor  # [H, W] float32
 
 
@@ -260,6 +267,7 @@ def labels_from_scores(
     num_classes: int,
     protocol: ProtocolConfig,
     tile_elements: int | None = None,
+    workspace: Workspace | None = None,
 ) -> LabelMap:
     """Upsample averaged window scores to the original size and post-process, tile by tile.
 
@@ -268,8 +276,9 @@ def labels_from_scores(
             rows (:class:`ScoreRows`, e.g. a :class:`~scclip_cli.sliding_window.WindowCanvas`).
         query_class: ``[Q]`` int64 class of each query.
         tile_elements: bound on ``Q × tile pixels``; default :func:`default_tile_elements`.
+        workspace: where the scratch buffers come from (reused across images); default fresh.
     Returns:
-        labels ``[H, W]`` int64 and confidence ``[H, W]`` float32 on the scores' device.
+        labels ``[H, W]`` int32 and confidence ``[H, W]`` float32 on the scores' device.
     """
     source: ScoreRows = TensorRows(scores) if isinstance(scores, torch.Tensor) else scores
     device = source.device
@@ -286,10 +295,11 @@ def labels_from_scores(
         query_class = query_class[order]
     to_class = None if torch.equal(query_class, identity) else query_class  # query → class
     countdown = torch.arange(q, 0, -1, dtype=torch.float32, device=device)
-    resizer = BilinearResizer(source, out_height, out_width, tile_elements)
-    labels = torch.empty(out_height, out_width, dtype=torch.long, device=device)
+    workspace = workspace or Workspace()
+    resizer = BilinearResizer(source, out_height, out_width, tile_elements, workspace)
+    labels = torch.empty(out_height, out_width, dtype=torch.int32, device=device)  # K < 2^31
     confidence = torch.empty(out_height, out_width, dtype=torch.float32, device=device)
-    scratch = torch.empty(resizer.tile_h * resizer.tile_w * q, dtype=torch.float32, device=device)
+    scratch = workspace.empty("flags", (resizer.tile_h * resizer.tile_w * q,), device=device)
 
     def run(keep: torch.Tensor | None, redo: torch.Tensor | None) -> None:
         """Fill labels and confidence. With ``keep`` (``[Q]`` 0/1), only where some label is a

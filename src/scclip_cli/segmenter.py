@@ -88,6 +88,7 @@ class Segmenter:
         import torch
 
         from scclip_cli.dense_features import DenseFeatureExtractor
+        from scclip_cli.workspace import Workspace
 
         if batch_size < 1:
             raise ConfigError("batch size must be at least 1")
@@ -110,6 +111,8 @@ class Segmenter:
             self.device
         )
         self._class_names = tuple(embeddings.class_names)
+        self.workspace = Workspace()
+        """Post-processing buffers, reused from one image to the next (per thread)."""
 
     @classmethod
     def load(
@@ -127,7 +130,10 @@ class Segmenter:
     ) -> Segmenter:
         """Load the model and embed the vocabulary (a .txt/.npz path, or a list of class lines).
 
-        ``protocol`` wins over ``preset``; with neither, the paper's defaults apply.
+        ``protocol`` wins over ``preset``; with neither, the paper's defaults apply. The model's
+        text tower is released once the vocabulary is embedded (segmenting needs only the vision
+        tower); to embed more vocabularies with one model, build it with
+        :func:`~scclip_cli.model_loading.load_clip` and pass embeddings to :class:`Segmenter`.
         """
         from scclip_cli.model_loading import load_clip
         from scclip_cli.text_embeddings import QueryEmbeddings, load_vocabulary_embeddings
@@ -142,6 +148,7 @@ class Segmenter:
         embeddings = (
             vocab if isinstance(vocab, QueryEmbeddings) else load_vocabulary_embeddings(vocab, clip)
         )
+        clip.release_text_tower()  # this model is ours and the vocabulary is embedded
         return cls(clip, embeddings, protocol, calibration, method, batch_size)
 
     @property
@@ -231,7 +238,7 @@ class Segmenter:
             prepared = image if isinstance(image, PreparedImage) else self.prepare(image)
             _, h, w = prepared.pixels.shape
             job_windows = windows(h, w, p.crop, p.stride)
-            canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device)
+            canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
             job = _Job(prepared, job_windows, canvas, len(job_windows))
             pending.append(job)
             for win in job_windows:
@@ -290,9 +297,10 @@ class Segmenter:
                 self.query_class,
                 len(self._class_names),
                 self.protocol,
+                workspace=self.workspace,
             )
         return Segmentation(
-            labels=result.labels.to(torch.int32).cpu().numpy(),
+            labels=result.labels.cpu().numpy(),  # int32
             confidence=result.confidence.cpu().numpy(),
             class_names=self._class_names,
         )

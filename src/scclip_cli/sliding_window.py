@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import torch
 
+from scclip_cli.workspace import Workspace
+
 
 class Window(NamedTuple):
     """One crop in resized-image pixels: rows ``y1:y2``, columns ``x1:x2``."""
@@ -101,11 +103,21 @@ class WindowCanvas:
     bit for bit.
     """
 
-    def __init__(self, channels: int, height: int, width: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        device: torch.device,
+        workspace: Workspace | None = None,
+    ) -> None:
         self.channels = channels
         self.height = height
         self.width = width
         self.device = device
+        self.workspace = workspace or Workspace()
+        """Where the canvas and upsampling buffers come from: a shared one reuses them from one
+        image to the next; by default the canvas's own."""
         self.count = torch.zeros(height, width, dtype=torch.float32, device=device)
         """``[H, W]`` windows covering each pixel."""
         self._windows: list[tuple[Window, torch.Tensor, bool]] = []  # (window, scores, is_patches)
@@ -129,21 +141,17 @@ class WindowCanvas:
     def _build(self) -> torch.Tensor:
         if bool((self.count == 0).any()):
             raise RuntimeError("windows do not cover the image")  # a bug, never user input
-        total = torch.zeros(
-            self.height, self.width, self.channels, dtype=torch.float32, device=self.device
-        )
-        buffers: dict[tuple[int, ...], torch.Tensor] = {}  # reused upsampling outputs
+        shape = (self.height, self.width, self.channels)
+        total = self.workspace.empty("canvas", shape, device=self.device).zero_()
         for (y1, y2, x1, x2), scores, is_patches in self._windows:
             if not is_patches:
                 total[y1:y2, x1:x2] += scores.permute(1, 2, 0)
                 continue
             size = (y2 - y1, x2 - x1)
             for c0, c1 in channel_groups(self.channels):
-                shape = (1, c1 - c0, *size)
-                if shape not in buffers:
-                    layout = torch.channels_last
-                    buffers[shape] = torch.empty(shape, device=self.device, memory_format=layout)
-                out = buffers[shape]
+                out = self.workspace.empty(
+                    f"upsampled:{c0}", (1, c1 - c0, *size), device=self.device, channels_last=True
+                )
                 # F.interpolate's own kernel on a channels-last [1, Q', gh, gw] input (as the
                 # reference's), written straight into a channels-last buffer: no transposing copies
                 group = scores[:, :, c0:c1].contiguous().permute(2, 0, 1)[None]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scclip_cli.config import DEFAULT_MODEL, DEFAULT_PRETRAINED
-from scclip_cli.errors import UsageError, VocabularyError
+from scclip_cli.errors import ModelLoadError, UsageError, VocabularyError
 from scclip_cli.prompt_templates import (
     OPENAI_IMAGENET_TEMPLATES,
     check_templates,
@@ -157,6 +157,11 @@ def encode_texts(clip: LoadedClip, tokens, batch_size: int = DEFAULT_TEXT_BATCH)
 
     if batch_size < 1:
         raise UsageError("text batch size must be at least 1")
+    if not clip.has_text_tower:
+        raise ModelLoadError(
+            "this model's text tower was released after its vocabulary was embedded; "
+            "load the model again to embed other texts"
+        )
     model: Any = clip.model
     trim = _trimmable(model)
     lengths = tokens.argmax(dim=-1) + 1  # [N] position of EOT + 1
