@@ -434,6 +434,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     OpenAI's original TorchScript archives are read with ``torch.jit.load``, which deserialises
     TorchScript (not Python) and is what open_clip itself uses for them.
     """
+    import zipfile
+
     import torch
 
     path = Path(path)
@@ -451,7 +453,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             for key in JIT_EXTRA_KEYS:
                 checkpoint.pop(key, None)
         else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            # Zip-format checkpoints (every torch.save since 1.6) are memory-mapped: the weights
+            # are copied into the model straight from the page cache, with no second anonymous
+            # copy of them in memory.
+            checkpoint = torch.load(
+                path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+            )
     except Exception as err:
         import pickle
 
