@@ -14,7 +14,9 @@ a fresh child process, which loads the model and the vocabulary (not timed), the
 * **features**: SC-CLIP's dense features (``Segmenter.extractor``) on the same batches;
 * **segment**: the real job, :func:`scclip_cli.segment_job.segment` with the loaded segmenter, on
   the image folder: decoding, resizing, windows, model, post-processing and writing the masks and
-  JSON files, as ``scclip segment`` runs it after the model load.
+  JSON files, as ``scclip segment`` runs it after the model load;
+* **segment-1** (main comparison only): the same with one crop per forward pass, the way the
+  paper's code runs, to show what batching crops across windows and images buys.
 
 Peak memory is the child's peak resident set size (``VmHWM``), reset before each phase through
 ``/proc/self/clear_refs``, so it includes the model and the vocabulary; on CUDA the peak allocated
@@ -62,6 +64,8 @@ MEGAPIXEL_SIZES = {0.3: (640, 480), 1: (1152, 864), 3: (2000, 1500), 12: (4000, 
 """4:3 sizes for the image-size table: all resize to 448 × 336, so the crops (and the floor) are
 the same and only decoding, resizing, post-processing and writing grow."""
 SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+ONE_CROP_PHASE = "segment-1"
+"""``scclip segment`` with ``--batch-size 1``: one crop per forward pass, as the paper's code runs."""
 
 
 # ----------------------------------------------------------------------------- generated data
@@ -300,7 +304,8 @@ class Config:
     pretrained: str
     device: str = "cpu"
     precision: str = "auto"
-    batch_size: int = 16
+    batch_size: int | None = None
+    """Crops per forward pass; ``None``: the segmenter's default for the device."""
     phases: tuple[str, ...] = ("floor", "features", "segment")
     repeat: int = 1
     """Rounds of the phases (in turn, so a busy moment of the machine hits all of them alike)."""
@@ -316,6 +321,8 @@ class Result:
     width: int
     height: int
     classes: int
+    batch_size: int
+    """Crops per forward pass, as the segmenter resolved it."""
     load_seconds: float
     idle_rss_mib: float
     phases: dict[str, Phase] = field(default_factory=dict)
@@ -359,6 +366,7 @@ def run_config(config: Config) -> Result:
         width=width,
         height=height,
         classes=len(segmenter.class_names),
+        batch_size=segmenter.batch_size,
         load_seconds=load_seconds,
         idle_rss_mib=rss_mib(),
         threads={
@@ -379,6 +387,12 @@ def run_config(config: Config) -> Result:
                         run_features(segmenter, batches)
                     elif phase == "segment":
                         run_segment(segmenter, image_dir, Path(tmp) / f"masks-{round_}")
+                    elif phase == ONE_CROP_PHASE:
+                        batch_size, segmenter.batch_size = segmenter.batch_size, 1
+                        try:
+                            run_segment(segmenter, image_dir, Path(tmp) / f"masks-1-{round_}")
+                        finally:
+                            segmenter.batch_size = batch_size
                     else:
                         raise ValueError(f"unknown phase {phase!r}")
     result.load_average += load_average()
@@ -499,7 +513,7 @@ def main_table(result: Result) -> str:
     gpu = any(p.peak_gpu_mib is not None for p in result.phases.values())
     lines = [
         f"{result.images} images of {result.width}×{result.height}, {result.classes} classes, "
-        f"{result.crops} crops in {result.batches} batches of up to {result.config.batch_size}",
+        f"{result.crops} crops in {result.batches} batches of up to {result.batch_size}",
         "",
         "| phase | s | s / image | images / s | × floor | CPU s | CPU × floor | peak RSS MiB |"
         + (" peak GPU MiB |" if gpu else ""),
@@ -510,6 +524,7 @@ def main_table(result: Result) -> str:
         "floor": "bare forward (`model.visual`, floor)",
         "features": "SC-CLIP dense features",
         "segment": "`scclip segment` end to end",
+        ONE_CROP_PHASE: "the same, one crop per forward pass (`--batch-size 1`)",
     }
     for name, phase in result.phases.items():
         lines.append(
@@ -519,6 +534,12 @@ def main_table(result: Result) -> str:
             f"| {_mib(phase.peak_rss_mib)} |" + (f" {_mib(phase.peak_gpu_mib)} |" if gpu else "")
         )
     lines.append("")
+    if ONE_CROP_PHASE in result.phases and "segment" in result.phases:
+        speedup = result.phases[ONE_CROP_PHASE].seconds / result.phases["segment"].seconds
+        lines.append(
+            f"batches of {result.batch_size} crops: {speedup:.2f} × the images per second "
+            "of one crop at a time"
+        )
     lines.append(
         f"model + vocabulary load {result.load_seconds:.1f} s (not in the times); idle RSS after "
         f"load {result.idle_rss_mib:,.0f} MiB"
@@ -584,7 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained", default="random")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--precision", default="auto", help="auto | float32 | float16 | bfloat16")
-    parser.add_argument("--batch-size", type=int, default=16, help="crops per forward pass")
+    parser.add_argument(
+        "--batch-size", type=int, help="crops per forward pass (default: the segmenter's)"
+    )
     parser.add_argument("--size", type=parse_size, default=MAIN_SIZE, help="WxH, main comparison")
     parser.add_argument("--images", type=int, default=6, help="images in the main comparison")
     parser.add_argument("--classes", type=int, default=150, help="vocabulary of the main run")
@@ -674,7 +697,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         main_dir = workdir / f"images-{width}x{height}-{args.images}"
         write_images(main_dir, args.images, width, height)
         main_result = run(
-            "main", main_dir, args.classes, ("floor", "features", "segment"), args.repeat
+            "main",
+            main_dir,
+            args.classes,
+            ("floor", "features", "segment", ONE_CROP_PHASE),
+            args.repeat,
         )
         log(main_table(main_result))
         size_results = []

@@ -50,6 +50,7 @@ def test_one_configuration_end_to_end(throughput, tmp_path):
         model="scclip-tiny",
         pretrained=pretrained,
         batch_size=4,
+        phases=("floor", "features", "segment", throughput.ONE_CROP_PHASE),
     )
     # the child's entry point, in this process: config JSON in, result JSON out
     config_path = tmp_path / "config-smoke.json"
@@ -59,11 +60,12 @@ def test_one_configuration_end_to_end(throughput, tmp_path):
 
     # 40×30 resizes to 448×336: 2 × 3 windows per image, batches of 4 across the two images
     assert (result.images, result.crops, result.batches, result.classes) == (2, 12, 3, 5)
-    assert set(result.phases) == {"floor", "features", "segment"}
+    assert set(result.phases) == {"floor", "features", "segment", "segment-1"}
     for phase in result.phases.values():
         assert len(phase.runs) == 1 and phase.seconds > 0 and phase.peak_rss_mib > 0
     table = throughput.main_table(result)
     assert "bare forward" in table and "`scclip segment` end to end" in table
+    assert "one crop per forward pass" in table and "× the images per second of one crop" in table
     assert "× floor" in throughput.scaling_table([result], "classes")
     assert "megapixels" in throughput.scaling_table([result], "size")
 

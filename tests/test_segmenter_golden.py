@@ -99,3 +99,19 @@ def test_batch_size_and_image_mixing_change_nothing(tiny_clip, golden_dir):
         decided = (top2[1] - top2[0]) > MARGIN
         assert np.array_equal(a.labels[decided], b.labels[decided])
         assert (a.labels != b.labels).mean() < 1e-4
+
+
+def test_batch_size_defaults_to_the_devices_and_is_recorded(tiny_clip, golden_dir):
+    from scclip_cli.errors import ConfigError
+    from scclip_cli.segmenter import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_batch_size
+
+    golden = np.load(golden_dir / "proto_mosaic_336.npz")
+    emb = _prototypes(golden, golden["query_class"])
+    assert (default_batch_size("cpu"), default_batch_size("cuda")) == (4, 16)
+    assert CPU_BATCH_SIZE == 4 and GPU_BATCH_SIZE == 16
+    segmenter = Segmenter(tiny_clip, emb)  # tiny_clip is on the CPU
+    assert segmenter.batch_size == CPU_BATCH_SIZE
+    assert segmenter.describe()["batch_size"] == CPU_BATCH_SIZE
+    assert Segmenter(tiny_clip, emb, batch_size=7).describe()["batch_size"] == 7
+    with pytest.raises(ConfigError):
+        Segmenter(tiny_clip, emb, batch_size=0)

@@ -155,7 +155,7 @@ def evaluate(
     preset: str | None = None,
     protocol: ProtocolConfig | None = None,
     protocol_overrides: dict[str, object] | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool | None = None,
 ) -> EvaluationResult:
     """Score predictions against ground truth and return the summed confusion matrix.
@@ -180,7 +180,8 @@ def evaluate(
         segmenter: an already loaded segmenter (else loaded from the model arguments).
         predict: an injected segmentation source (see :data:`Predict`), e.g. a fake in tests;
             ``class names`` then come from ``vocab`` / ``num_classes`` / the dataset.
-        model, pretrained, device, precision, method, batch_size: for :meth:`Segmenter.load`.
+        model, pretrained, device, precision, method, batch_size: for :meth:`Segmenter.load`
+            (``batch_size`` by default :func:`~scclip_cli.segmenter.default_batch_size`).
         preset, protocol, protocol_overrides: the protocol: a preset (default: the dataset's) or a
             full config, with the explicitly given fields replaced.
         progress: progress bar on stderr (default: when stderr is a terminal).

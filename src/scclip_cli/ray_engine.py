@@ -224,7 +224,7 @@ def segment_on_ray(
     logit_scale: float | None = None,
     prob_threshold: float | None = None,
     area_threshold: float | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     overlay: bool = False,
     overwrite: bool = False,
     shard: str | tuple[int, int] | None = None,
@@ -428,7 +428,7 @@ def evaluate_on_ray(
     preset: str | None = None,
     protocol: ProtocolConfig | None = None,
     protocol_overrides: dict[str, object] | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     progress: bool | None = None,
     quiet: bool = False,
     on_batch_done: Callable[[Sequence[Any]], None] | None = None,
@@ -1074,11 +1074,12 @@ class _WorkerPool:
         for actor in self.actors:
             with contextlib.suppress(Exception):
                 self.ray.kill(actor, no_restart=True)
-        if self.pending:  # their tasks fail once their worker is dead
+        # Their tasks (and the set-up of workers never ready) fail once their worker is dead;
+        # waiting for that also lets Ray report it while stdout is still sent to stderr.
+        refs = [*self.pending, *self.not_ready]
+        if refs:
             with contextlib.suppress(Exception):
-                self.ray.wait(
-                    list(self.pending), num_returns=len(self.pending), timeout=STOP_SECONDS
-                )
+                self.ray.wait(refs, num_returns=len(refs), timeout=STOP_SECONDS)
 
 
 def _unwrap(err: BaseException) -> BaseException:

@@ -59,7 +59,7 @@ def segment(
     logit_scale: float | None = None,
     prob_threshold: float | None = None,
     area_threshold: float | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     overlay: bool = False,
     overwrite: bool = False,
     shard: str | Shard | tuple[int, int] | None = None,
@@ -80,7 +80,8 @@ def segment(
         segmenter: an already loaded :class:`~scclip_cli.segmenter.Segmenter` to reuse; the model,
             vocabulary and protocol arguments must then be left at their defaults.
         model, pretrained, device, precision, method, batch_size: passed to
-            :meth:`Segmenter.load`.
+            :meth:`Segmenter.load` (``batch_size``: crops per forward pass, by default
+            :func:`~scclip_cli.segmenter.default_batch_size` of the device).
         preset: benchmark protocol preset; ``protocol`` (a full config) or the single protocol
             values (``short_side`` ... ``area_threshold``) override its fields.
         overlay: also write ``<stem>_overlay.jpg``.

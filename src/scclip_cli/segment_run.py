@@ -118,7 +118,7 @@ def plan_run(
     overwrite: bool,
     shard: str | Shard | tuple[int, int] | None,
     preset: str | None,
-    batch_size: int,
+    batch_size: int | None,
     read_workers: int | None,
     stdin: TextIO | None,
 ) -> RunPlan:
@@ -128,7 +128,7 @@ def plan_run(
     Raises:
         UsageError, InputError: bad values, no inputs, collisions.
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if read_workers is not None and read_workers < 1:
         raise UsageError(f"read_workers must be at least 1, got {read_workers}")

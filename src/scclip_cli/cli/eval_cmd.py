@@ -236,7 +236,7 @@ def eval_command(
     logit_scale: LogitScaleOpt = None,
     prob_threshold: ProbThresholdOpt = None,
     area_threshold: AreaThresholdOpt = None,
-    batch_size: BatchSizeOpt = 16,
+    batch_size: BatchSizeOpt = None,
     limit: LimitOpt = None,
     shard: ShardOpt = None,
     save_pred: SavePredOpt = None,

@@ -122,9 +122,14 @@ AreaThresholdOpt = Annotated[
     ),
 ]
 BatchSizeOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
-        "--batch-size", "-b", min=1, help="Crops per model forward pass", rich_help_panel=RUN_PANEL
+        "--batch-size",
+        "-b",
+        min=1,
+        help="Crops per model forward pass (default: 4 on the CPU, 16 on a GPU)",
+        rich_help_panel=RUN_PANEL,
+        show_default=False,
     ),
 ]
 ShardOpt = Annotated[

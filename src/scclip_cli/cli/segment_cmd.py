@@ -117,7 +117,7 @@ def segment_command(
     logit_scale: LogitScaleOpt = None,
     prob_threshold: ProbThresholdOpt = None,
     area_threshold: AreaThresholdOpt = None,
-    batch_size: BatchSizeOpt = 16,
+    batch_size: BatchSizeOpt = None,
     overlay: OverlayOpt = False,
     overwrite: OverwriteOpt = False,
     shard: ShardOpt = None,
