@@ -20,10 +20,10 @@ a fresh child process, which loads the model and the vocabulary (not timed), the
 
 Peak memory is the child's peak resident set size (``VmHWM``), reset before each phase through
 ``/proc/self/clear_refs``, so it includes the model and the vocabulary; on CUDA the peak allocated
-GPU memory is reported too. The phases run in turn for ``--repeat`` rounds (``--scaling-repeat``
-for the scaling tables) and each reports its fastest round; ratios compare phases of one child, so
-slow moments of a shared machine affect them less than absolute times (``/proc/loadavg`` is
-recorded per child, every round's time is in ``--json``).
+GPU memory is reported too. The phases run in turn, in an order that rotates from round to round,
+for ``--repeat`` rounds (``--scaling-repeat`` for the scaling tables) and each reports its fastest
+round; ratios compare phases of one child, so slow moments of a shared machine affect them less
+than absolute times (``/proc/loadavg`` is recorded per child, every round's time is in ``--json``).
 
 Tables: the main comparison (``--size``, ``--classes``, ``--images`` images), then how time and
 memory grow with the image size (``--megapixels``, ``--classes`` classes, one image each) and with
@@ -308,7 +308,8 @@ class Config:
     """Crops per forward pass; ``None``: the segmenter's default for the device."""
     phases: tuple[str, ...] = ("floor", "features", "segment")
     repeat: int = 1
-    """Rounds of the phases (in turn, so a busy moment of the machine hits all of them alike)."""
+    """Rounds of the phases (in turn, so a busy moment of the machine hits all of them alike; the
+    order rotates from round to round, since a phase can run faster after another one)."""
     warmup: bool = True
 
 
@@ -379,7 +380,9 @@ def run_config(config: Config) -> Result:
     )
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(config.repeat):
-            for phase in config.phases:
+            # each round starts one phase later, so that no phase always follows the same one
+            shift = round_ % len(config.phases)
+            for phase in (*config.phases[shift:], *config.phases[:shift]):
                 with measured(device, result.phases, phase):
                     if phase == "floor":
                         run_floor(segmenter, batches)
