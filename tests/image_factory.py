@@ -105,6 +105,14 @@ class ImageZoo(dict[str, Path]):
         else:
             self.sizes[name] = size
 
+    def separate_formats(self, folder: Path) -> None:
+        """Move ``bmp``, ``webp`` and ``tiff`` to ``folder/formats/<name>/``: ``image.bmp``,
+        ``image.webp`` and ``image.tif`` would all write ``image.png`` in one output folder."""
+        for name in ("bmp", "webp", "tiff"):
+            moved = folder / "formats" / name / self[name].name
+            moved.parent.mkdir(parents=True)
+            self[name] = self[name].rename(moved)
+
     def readable(self) -> dict[str, Path]:
         return {k: v for k, v in self.items() if k not in self.failing}
 

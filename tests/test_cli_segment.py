@@ -163,11 +163,7 @@ def test_every_kind_of_image_in_nested_folders(
 
     root = tmp_path / "zoo"
     zoo = make_image_zoo(root / "kinds")
-    # image.bmp / image.webp / image.tif would all write image.png: one folder each
-    for name in ("bmp", "webp", "tiff"):
-        moved = root / "formats" / name / zoo[name].name
-        moved.parent.mkdir(parents=True)
-        zoo[name] = zoo[name].rename(moved)
+    zoo.separate_formats(root)
     zoo.add("bomb_png", png_declaring_size(root / "deep" / "er" / "bomb.png", 40_000, 40_000), None)
     out = tmp_path / "out"
 

@@ -85,11 +85,7 @@ def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("zoo")
     images = root / "images"
     zoo = make_image_zoo(images / "kinds")
-    # image.bmp / image.webp / image.tif would all write image.png: one folder each
-    for name in ("bmp", "webp", "tiff"):
-        moved = images / "formats" / name / zoo[name].name
-        moved.parent.mkdir(parents=True)
-        zoo[name] = zoo[name].rename(moved)
+    zoo.separate_formats(images)
     vocab = root / "classes.txt"
     vocab.write_text(CLASSES, encoding="utf-8")
     local = root / "local"
