@@ -52,3 +52,20 @@ def test_reused_buffers_change_no_output():
         assert shared.labels.dtype == torch.int32
         assert torch.equal(shared.labels, fresh.labels)
         assert torch.equal(shared.confidence, fresh.confidence)
+
+
+def test_a_large_vocabulary_reuses_every_buffer():
+    """Every query group's upsampling buffer survives from one image to the next (1000 queries:
+    eight groups), so no image pays for fresh allocations."""
+    work = Workspace()
+    ws = windows(40, 40, 32, 16)
+    patches = torch.zeros(len(ws), 2, 2, 1000)
+
+    def build() -> set[int]:
+        canvas = WindowCanvas(1000, 40, 40, torch.device("cpu"), work)
+        for window, scores in zip(ws, patches, strict=True):
+            canvas.add_patches(window, scores)
+        canvas.rows(0, 1)
+        return {t.data_ptr() for t in work.held()}
+
+    assert build() == build()

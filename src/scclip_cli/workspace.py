@@ -15,8 +15,10 @@ import threading
 
 import torch
 
-MAX_BUFFERS = 8
-"""Buffers kept per thread; the least recently used one goes first."""
+MAX_BUFFERS = 40
+"""Buffers kept per thread; the least recently used one goes first. Post-processing uses five plus
+one per group of 128 queries (:func:`~scclip_cli.sliding_window.channel_groups`), so up to 4,480
+queries reuse every buffer."""
 
 
 class Workspace:
@@ -55,6 +57,10 @@ class Workspace:
         while len(buffers) > MAX_BUFFERS:
             del buffers[next(iter(buffers))]
         return tensor
+
+    def held(self) -> list[torch.Tensor]:
+        """This thread's buffers, least recently used first."""
+        return list(self._local.__dict__.get("buffers", {}).values())
 
     def clear(self) -> None:
         """Free this thread's buffers."""
