@@ -97,3 +97,44 @@ def test_synonym_max():
     probs = class_probabilities(scores, torch.tensor([0, 1, 1]), 2, 10.0)
     q = torch.softmax(scores * 10, 0)
     torch.testing.assert_close(probs[:, 0, 0], torch.stack([q[0, 0, 0], q[1:, 0, 0].max()]))
+
+
+def test_first_best_query_of_source_pixels_breaks_ties_by_the_first():
+    from scclip_cli.postprocess import TensorRows, source_best_query
+    from scclip_cli.workspace import Workspace
+
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(5, 6, 7, generator=g)
+    scores[3, 0, 0] = scores[1, 0, 0] = scores[:, 0, 0].max() + 1  # a tie: query 1 comes first
+    countdown = torch.arange(5, 0, -1, dtype=torch.float32)
+    for band in (7 * 5, 7 * 5 * 4, 1):  # one row, several rows, less than a row
+        best = source_best_query(TensorRows(scores), countdown, band, Workspace())
+        assert torch.equal(best, scores.argmax(0))
+        assert best[0, 0] == 1
+
+
+def test_shared_cells_are_the_ones_whose_four_corners_agree():
+    from scclip_cli.postprocess import shared_cell_best
+
+    best = torch.tensor([[0, 0, 1], [0, 0, 1], [2, 2, 1]])
+    expected = torch.tensor([[0, -1, 1], [-1, -1, 1], [2, -1, 1]])
+    assert torch.equal(shared_cell_best(best), expected)
+
+
+@pytest.mark.parametrize("size", [(200, 230), (9, 11), (4, 30)])
+def test_labels_inside_and_between_agreeing_cells_match_the_full_argmax(size):
+    """Smooth scores (big regions, so most output pixels take the shortcut) upsampled a lot,
+    kept, and shrunk: the labels are the full tensor's argmax."""
+    from scclip_cli.postprocess import shared_cell_best
+
+    g = torch.Generator().manual_seed(4)
+    coarse = torch.randn(6, 4, 5, generator=g)
+    scores = F.interpolate(coarse[None], size=(12, 15), mode="bilinear")[0].contiguous()
+    query_class = torch.arange(6)
+    shared = shared_cell_best(scores.argmax(0)) >= 0
+    assert 0.5 < shared.float().mean() < 1  # both ways to the label are taken
+    protocol = ProtocolConfig(logit_scale=40)
+    ref_labels, ref_conf = _reference(scores, *size, query_class, 6, protocol)
+    out = labels_from_scores(scores, *size, query_class, 6, protocol, tile_elements=6 * 230 * 3)
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)

@@ -19,17 +19,23 @@ How it is made fast (the result is the reference's up to float rounding):
 
 * Scores are channels-last (``[h, w, Q]``, queries contiguous), so every gather moves whole query
   vectors and the softmax runs along contiguous memory.
-* The column pass runs once per chunk of source rows (``h × W × Q`` work, not ``H × W × Q``); only
-  the row blend, the softmax and the reductions run at the output size, on tiles small enough to
-  stay in the CPU's caches (:data:`CPU_TILE_ELEMENTS`), in reused buffers.
+* The column pass runs once per chunk of source rows (``h × W × Q`` work, not ``H × W × Q``), with
+  PyTorch's own channels-last bilinear kernel; only the row blend, the softmax and the reductions
+  run at the output size, on tiles small enough to stay near the CPU's caches
+  (:data:`CPU_TILE_ELEMENTS`), in reused buffers. The softmax is PyTorch's fused kernel.
 * Queries are put in class order first: the first best query of a pixel then lies in the
   reference's best class (the smallest index among equal maxima), so the max over synonyms needs no
-  per-class reduction. The first best query is found with vectorised max-reductions rather than
-  ``torch.max(dim)``, which is several times slower on the CPU.
+  per-class reduction.
+* The best query is decided at the source resolution wherever it can be: an output pixel whose
+  four bilinear source pixels share their first best query ``q`` has ``q`` too (its score for ``q``
+  blends the largest source scores with non-negative weights, and rounding keeps that order), so
+  only pixels in source cells that straddle a boundary search all queries (with vectorised
+  max-reductions rather than ``torch.max(dim)``, several times slower on the CPU). Ties between
+  queries equal to the last bit may resolve differently there than in the reference.
 * The interpolation is ``F.interpolate``'s arithmetic (``fma(a, w_lo, b · w_hi)`` per axis, as its
   CPU kernel computes a contiguous map), except that the logit scale is folded into the row
-  weights; the softmax sums in another order. Both differ from the reference in the last float bits
-  only.
+  weights; the softmax sums in another order. Both differ from the reference in the last float
+  bits only.
 """
 
 from __future__ import annotations
@@ -136,6 +142,8 @@ class BilinearResizer:
         self.out_height, self.out_width = out_height, out_width
         self._rows = _taps(out_height, source.height, source.device)
         self._cols = _taps(out_width, source.width, source.device)
+        self.row_taps, self.col_taps = self._rows.taps, self._cols.taps
+        """The source rows and columns each output row and column is blended from."""
         row = out_width * source.channels
         if row <= tile_elements:  # whole output rows per tile
             self.tile_h, self.tile_w = max(1, tile_elements // row), out_width
@@ -143,22 +151,22 @@ class BilinearResizer:
             self.tile_h, self.tile_w = 1, max(1, tile_elements // source.channels)
         self.chunk_rows = min(source.height, max(2, CHUNK_TILES * tile_elements // row))
 
-    def _column_pass(
-        self, r0: int, r1: int, out: torch.Tensor, spare: torch.Tensor
-    ) -> torch.Tensor:
+    def _column_pass(self, r0: int, r1: int, out: torch.Tensor) -> torch.Tensor:
         """Source rows ``r0:r1`` interpolated to the output width: ``[r1 - r0, W · C]``, written
-        into ``out`` (``spare``: scratch of the same size)."""
+        into ``out``.
+
+        PyTorch's own channels-last bilinear kernel with the row axis left as it is (scale 1: each
+        row is its own, with weight 1), which is the arithmetic of ``F.interpolate`` along the
+        columns and about twice as fast as gathering the two source columns with index ops.
+        """
         band = self.source.rows(r0, r1)  # [k, w, C]
-        k, w, c = band.shape
-        flat = band.reshape(k * w, c)
-        start = torch.arange(k, device=band.device)[:, None] * w
-        cx = self._cols.taps
+        k, _, c = band.shape
         size = k * self.out_width * c
-        # fma(a, w_lo, b · w_hi), the arithmetic of F.interpolate's CPU kernel (addcmul_ is fused)
-        out = torch.index_select(flat, 0, (start + cx.hi).view(-1), out=out[:size].view(-1, c))
-        lo = torch.index_select(flat, 0, (start + cx.lo).view(-1), out=spare[:size].view(-1, c))
-        out = out.view(k, -1, c).mul_(cx.w_hi[:, None])
-        return out.addcmul_(lo.view(k, -1, c), cx.w_lo[:, None]).view(k, -1)
+        result = out[:size].view(1, k, self.out_width, c).permute(0, 3, 1, 2)  # channels-last
+        torch.ops.aten.upsample_bilinear2d.out(
+            band.permute(2, 0, 1)[None], [k, self.out_width], False, None, None, out=result
+        )
+        return out[:size].view(k, -1)
 
     def tiles(
         self, scale: float = 1.0, rows_wanted: list[bool] | None = None
@@ -173,9 +181,9 @@ class BilinearResizer:
         h, c, width = self.source.height, self.source.channels, self.out_width
         device = self.source.device
         scratch = self.workspace.empty("tile", (self.tile_h * self.tile_w * c,), device=device)
+        spare = self.workspace.empty("tile spare", (self.tile_h * self.tile_w * c,), device=device)
         chunk_size = self.chunk_rows * width * c
         chunk_buffer = self.workspace.empty("chunk", (chunk_size,), device=device)
-        spare = self.workspace.empty("chunk spare", (chunk_size,), device=device)
         y = 0
         while y < self.out_height:
             r0 = ry.lo_list[y]
@@ -185,13 +193,28 @@ class BilinearResizer:
             if rows_wanted is not None and not any(rows_wanted[y:y_end]):
                 y = y_end
                 continue
-            chunk = self._column_pass(r0, r1, chunk_buffer, spare)  # [k, W · C]
+            chunk = self._column_pass(r0, r1, chunk_buffer)  # [k, W · C]
             # the logit scale folded into the row weights (float32, as a tensor op would round)
-            w_lo = (torch.tensor(ry.w_lo_list[y:y_end]) * scale).tolist()
-            w_hi = (torch.tensor(ry.w_hi_list[y:y_end]) * scale).tolist()
+            w_lo_all = ry.taps.w_lo[y:y_end] * scale
+            w_hi_all = ry.taps.w_hi[y:y_end] * scale
+            w_lo, w_hi = w_lo_all.tolist(), w_hi_all.tolist()
             for t0 in range(y, y_end, self.tile_h):
                 t1 = min(t0 + self.tile_h, y_end)
                 if rows_wanted is not None and not any(rows_wanted[t0:t1]):
+                    continue
+                if self.tile_w == width and t1 - t0 > 1:
+                    # whole rows: gather the two source rows of every output row, blend at once
+                    n = (t1 - t0) * width * c
+                    values = torch.index_select(
+                        chunk, 0, ry.taps.hi[t0:t1] - r0, out=scratch[:n].view(t1 - t0, -1)
+                    )
+                    tops = torch.index_select(
+                        chunk, 0, ry.taps.lo[t0:t1] - r0, out=spare[:n].view(t1 - t0, -1)
+                    )
+                    # fma(top, w_lo, bottom · w_hi): addcmul_ is fused on the CPU
+                    values.mul_(w_hi_all[t0 - y : t1 - y, None])
+                    values.addcmul_(tops, w_lo_all[t0 - y : t1 - y, None])
+                    yield slice(t0, t1), slice(0, width), values.view(t1 - t0, width, c)
                     continue
                 for c0 in range(0, width, self.tile_w):
                     c1 = min(c0 + self.tile_w, width)
@@ -200,7 +223,7 @@ class BilinearResizer:
                         row = t0 + i
                         top = chunk[ry.lo_list[row] - r0, c0 * c : c1 * c]
                         bottom = chunk[ry.hi_list[row] - r0, c0 * c : c1 * c]
-                        # fma(top, w_lo, bottom · w_hi): add_ with alpha is fused on the CPU
+                        # the same arithmetic: add_ with alpha is fused on the CPU
                         torch.mul(bottom, w_hi[row - y], out=values[i])
                         values[i].add_(top, alpha=w_lo[row - y])
                     yield slice(t0, t1), slice(c0, c1), values.view(t1 - t0, c1 - c0, c)
@@ -225,38 +248,65 @@ class LabelMap:
     confidence: torch.Tensor  # [H, W] float32
 
 
+def _first_best(
+    values: torch.Tensor, countdown: torch.Tensor, scratch: torch.Tensor
+) -> torch.Tensor:
+    """The *first* index of the maximum along the last axis: ``[..., Q] -> [...]`` int64.
+
+    The tie rule of ``torch.max``/``argmax``, which are several times slower on the CPU than these
+    vectorised reductions. ``countdown``: ``[Q]`` float32 ``Q, Q - 1, ..., 1``; ``scratch``: float32,
+    at least ``values.numel()`` elements.
+    """
+    flags = scratch.view(-1)[: values.numel()].view(values.shape)
+    torch.eq(values, values.amax(dim=-1, keepdim=True), out=flags)
+    first = flags.mul_(countdown).amax(dim=-1)  # Q - index of the first best
+    return values.shape[-1] - first.to(torch.long)
+
+
 def _best_query(
-    logits: torch.Tensor, keep: torch.Tensor | None, countdown: torch.Tensor, scratch: torch.Tensor
+    logits: torch.Tensor, keep: torch.Tensor, countdown: torch.Tensor, scratch: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax over the last axis, then each pixel's best (kept) query.
+    """Softmax over the last axis, then each pixel's best kept query.
 
     Args:
         logits: ``[..., Q]`` float32 (scores × logit scale); overwritten.
-        keep: ``[Q]`` float32 0/1 multiplier of the probabilities, or None (all kept).
+        keep: ``[Q]`` float32 0/1 multiplier of the probabilities.
         countdown: ``[Q]`` float32 ``Q, Q - 1, ..., 1``.
         scratch: float32, at least ``logits.numel()`` elements.
     Returns:
-        The best probability ``[...]`` float32 and the *first* query reaching it ``[...]`` int64
-        (the tie rule of ``torch.max``, which is several times slower on the CPU than these
-        reductions).
+        The best probability ``[...]`` float32 and the first query reaching it ``[...]`` int64.
     """
-    q = logits.shape[-1]
-    flags = scratch[: logits.numel()].view(logits.shape)
-    peak = logits.amax(dim=-1, keepdim=True)
-    if keep is None:
-        # the best probability, exp(0) / sum, belongs to the first query whose logit is the maximum
-        torch.eq(logits, peak, out=flags)
-    e = logits.sub_(peak).exp_()  # exp(x - max)
+    e = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()  # exp(x - max)
     inverse_sum = e.sum(dim=-1).reciprocal_()
-    if keep is None:
-        best = inverse_sum
-    else:
-        e.mul_(keep)
-        peak_e = e.amax(dim=-1, keepdim=True)
-        best = peak_e[..., 0] * inverse_sum
-        torch.eq(e, peak_e, out=flags)
-    first = flags.mul_(countdown).amax(dim=-1)  # Q - index of the first best
-    return best, q - first.to(torch.long)
+    e.mul_(keep)
+    index = _first_best(e, countdown, scratch)
+    best = e.gather(-1, index[..., None])[..., 0] * inverse_sum
+    return best, index
+
+
+def source_best_query(
+    source: ScoreRows, countdown: torch.Tensor, band_elements: int, workspace: Workspace
+) -> torch.Tensor:
+    """Each source pixel's first best query: ``[h, w]`` int64, read a band of rows at a time (as
+    many as fit in ``band_elements`` values, at least one)."""
+    best = torch.empty(source.height, source.width, dtype=torch.long, device=source.device)
+    row = source.width * source.channels
+    band_rows = max(1, band_elements // row)
+    flags = workspace.empty("source flags", (band_rows * row,), device=source.device)
+    for r0 in range(0, source.height, band_rows):
+        r1 = min(source.height, r0 + band_rows)
+        best[r0:r1] = _first_best(source.rows(r0, r1), countdown, flags)
+    return best
+
+
+def shared_cell_best(best: torch.Tensor) -> torch.Tensor:
+    """``[h, w]`` int64 best query of each source pixel → the same where the pixel, its right and
+    lower neighbours and the one diagonally below share it (the last row and column count as
+    their own neighbours, as bilinear taps clamp there), else -1."""
+    down = torch.cat([best[1:], best[-1:]])
+    shared = best == down
+    shared[:, :-1] &= (best[:, :-1] == best[:, 1:]) & (best[:, :-1] == down[:, 1:])
+    return torch.where(shared, best, -1)
 
 
 def labels_from_scores(
@@ -299,7 +349,28 @@ def labels_from_scores(
     resizer = BilinearResizer(source, out_height, out_width, tile_elements, workspace)
     labels = torch.empty(out_height, out_width, dtype=torch.int32, device=device)  # K < 2^31
     confidence = torch.empty(out_height, out_width, dtype=torch.float32, device=device)
-    scratch = workspace.empty("flags", (resizer.tile_h * resizer.tile_w * q,), device=device)
+    tile_size = resizer.tile_h * resizer.tile_w * q
+    scratch = workspace.empty("flags", (tile_size,), device=device)
+    probabilities = workspace.empty("probabilities", (tile_size,), device=device)
+    straddling = workspace.empty("straddling", (tile_size,), device=device)
+    # An output pixel whose four bilinear sources share their first best query q has it too: its
+    # score for q blends the largest source scores with non-negative weights, and rounding keeps
+    # that order. Only the pixels of the other source cells need the argmax over queries.
+    cell_best = shared_cell_best(source_best_query(source, countdown, tile_elements, workspace))
+
+    def best_queries(
+        rows: slice, cols: slice, probs: torch.Tensor, spare: torch.Tensor
+    ) -> torch.Tensor:
+        """``[n]`` int64 first best query of each pixel of a tile (``probs``: ``[n, Q]``)."""
+        index = cell_best.index_select(0, resizer.row_taps.lo[rows])
+        index = index.index_select(1, resizer.col_taps.lo[cols]).view(-1)
+        others = torch.nonzero(index < 0)[:, 0]
+        if others.numel():
+            subset = torch.index_select(
+                probs, 0, others, out=straddling[: others.numel() * q].view(-1, q)
+            )
+            index[others] = _first_best(subset, countdown, spare)
+        return index
 
     def run(keep: torch.Tensor | None, redo: torch.Tensor | None) -> None:
         """Fill labels and confidence. With ``keep`` (``[Q]`` 0/1), only where some label is a
@@ -308,9 +379,18 @@ def labels_from_scores(
         for rows, cols, logits in resizer.tiles(protocol.logit_scale, rows_wanted):
             if redo is not None and not bool(redo[labels[rows, cols]].any()):
                 continue
-            best, index = _best_query(logits, keep, countdown, scratch)
-            labels[rows, cols] = index if to_class is None else to_class[index]
-            confidence[rows, cols] = best
+            shape = logits.shape[:2]
+            if keep is None:
+                flat = logits.view(-1, q)
+                probs = torch.ops.aten._softmax.out(
+                    flat, -1, False, out=probabilities[: flat.numel()].view(-1, q)
+                )
+                index = best_queries(rows, cols, probs, spare=flat)  # the logits are spent
+                best = probs.gather(1, index[:, None])
+            else:
+                best, index = _best_query(logits, keep, countdown, scratch)
+            labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
+            confidence[rows, cols] = best.view(shape)
 
     run(None, None)
     if protocol.area_threshold is not None and num_classes > 1:
