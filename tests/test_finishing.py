@@ -29,18 +29,14 @@ def _images(count: int) -> list[np.ndarray]:
     return [rng.integers(0, 255, (40 + 7 * i, 50, 3), dtype=np.uint8) for i in range(count)]
 
 
-def _finisher_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("scclip-finish")]
-
-
 def test_post_processing_takes_one_thread_while_the_model_works(segmenter, monkeypatch):
     callers_threads = torch.get_num_threads()
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[int, int]] = []
     first_finished = threading.Event()
     finish = segmenter._finish
 
     def recording(job):
-        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        seen.append((threading.get_ident(), torch.get_num_threads()))
         first_finished.set()
         return finish(job)
 
@@ -54,7 +50,8 @@ def test_post_processing_takes_one_thread_while_the_model_works(segmenter, monke
 
     results = list(segmenter.segment_many(feed()))
     assert [r.labels.shape for r in results] == [im.shape[:2] for im in images]
-    assert all(name.startswith("scclip-finish") for name, _ in seen)
+    finishers = {ident for ident, _ in seen}
+    assert len(finishers) == 1 and threading.get_ident() not in finishers
     assert seen[0][1] == 1  # finished while the model worked
     assert seen[-1][1] == callers_threads  # after the last crop: nothing to share the CPU with
     # the caller, and threads that start using torch later, keep their thread count
@@ -64,7 +61,9 @@ def test_post_processing_takes_one_thread_while_the_model_works(segmenter, monke
     thread.start()
     thread.join()
     assert later == [callers_threads]
-    assert not _finisher_threads()
+    # the next call post-processes on the same thread (and so reuses its buffers)
+    list(segmenter.segment_many(images[:2]))
+    assert {ident for ident, _ in seen} == finishers
 
 
 def test_threaded_results_equal_finishing_on_the_calling_thread(segmenter):
@@ -96,11 +95,24 @@ def test_a_failure_in_post_processing_reaches_the_caller(segmenter, monkeypatch)
     assert next(results).labels.shape == (40, 50)
     with pytest.raises(MemoryError, match="no room"):
         next(results)
-    assert not _finisher_threads()
+    assert len(list(segmenter.segment_many(_images(2)))) == 2  # the thread still works
 
 
-def test_closing_early_stops_the_finisher(segmenter):
-    results = segmenter.segment_many(_images(6))
+def test_closing_early_leaves_no_work_running(segmenter, monkeypatch):
+    from scclip_cli.segmenter import MAX_FINISHING
+
+    finish = segmenter._finish
+    started: list[int] = []
+
+    def counting(job):
+        started.append(1)
+        return finish(job)
+
+    monkeypatch.setattr(segmenter, "_finish", counting)
+    results = segmenter.segment_many(_images(8))
     next(results)
     results.close()
-    assert not _finisher_threads()
+    count = len(started)
+    assert count <= 2 + MAX_FINISHING
+    threading.Event().wait(0.3)
+    assert len(started) == count  # cancelled, not finished in the background

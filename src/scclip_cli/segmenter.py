@@ -15,6 +15,7 @@ statistics, so outputs do not depend on the batch size.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from scclip_cli.config import (
 from scclip_cli.errors import VocabularyError
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     from scclip_cli.model_loading import LoadedClip
@@ -143,6 +146,8 @@ class Segmenter:
         self._class_names = tuple(embeddings.class_names)
         self.workspace = Workspace()
         """Post-processing buffers, reused from one image to the next (per thread)."""
+        self._finisher: ThreadPoolExecutor | None = None  # made on first use, then kept
+        self._finisher_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -240,11 +245,11 @@ class Segmenter:
         on a reader thread). Yields one :class:`Segmentation` per image, in input order.
 
         The model runs on the calling thread; each image's post-processing (overlap averaging,
-        upsampling, labels) runs on a thread that this call starts and stops, at most
-        :data:`MAX_FINISHING` images behind.
+        upsampling, labels) runs on the segmenter's finishing thread, at most
+        :data:`MAX_FINISHING` images behind. Several calls at once (from several threads) share
+        that thread.
         """
-        import threading
-        from concurrent.futures import Future, ThreadPoolExecutor
+        from concurrent.futures import Future, wait
 
         import torch
 
@@ -271,7 +276,7 @@ class Segmenter:
             finally:
                 model_waits.clear()
 
-        finisher = ThreadPoolExecutor(1, "scclip-finish")
+        finisher = self._finishing_thread()
         pending: deque[Future[Segmentation]] = deque()
         try:
             for job in self._scored_jobs(images):
@@ -283,9 +288,19 @@ class Segmenter:
         finally:
             for future in pending:
                 future.cancel()
-            finisher.shutdown(wait=True)
+            wait(pending)  # nothing of this call keeps running
             if on_cpu:  # torch.set_num_threads also sets the default of threads that start later
                 torch.set_num_threads(callers_threads)
+
+    def _finishing_thread(self) -> ThreadPoolExecutor:
+        """The one thread that post-processes this segmenter's images. It lives as long as the
+        segmenter, so its scratch buffers (:attr:`workspace`, per thread) serve every call."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._finisher_lock:
+            if self._finisher is None:
+                self._finisher = ThreadPoolExecutor(1, "scclip-finish")
+            return self._finisher
 
     def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
         """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale; refined
