@@ -245,30 +245,34 @@ class Segmenter:
         on a reader thread). Yields one :class:`Segmentation` per image, in input order.
 
         The model runs on the calling thread; each image's post-processing (overlap averaging,
-        upsampling, labels) runs on the segmenter's finishing thread, at most
-        :data:`MAX_FINISHING` images behind. Several calls at once (from several threads) share
-        that thread.
+        upsampling, labels) runs beside it on the segmenter's finishing thread, at most
+        :data:`MAX_FINISHING` images behind, or on the calling thread once the model has nothing
+        else to do. Several calls at once (from several threads) share the finishing thread.
         """
         from concurrent.futures import Future, wait
 
         import torch
 
-        # On the CPU, an image post-processed while the model works takes one intra-op thread: its
-        # small element-wise operations spend about a third less CPU time on one thread than on
-        # two, and the model keeps the rest. One that starts while the model waits for it, or after
-        # the last crop, takes the caller's threads. (The outputs do not depend on the count.)
+        # While the model works, images are post-processed on the segmenter's finishing thread, on
+        # the CPU with one intra-op thread: their small element-wise operations spend about a third
+        # less CPU time on one thread than on two, and the model keeps the rest. Once the model has
+        # nothing more to do (after the last crop, or when it must wait for a result whose image
+        # has not started yet), the calling thread post-processes that image itself, with all its
+        # threads. An image started on the finishing thread while the model waits also takes the
+        # caller's threads. (The outputs do not depend on where or on how many threads.)
         on_cpu = self.device.type == "cpu"
         callers_threads = torch.get_num_threads()
         model_waits = threading.Event()
 
         def finish(job: _Job) -> Segmentation:
             if on_cpu:
-                idle = job.last or model_waits.is_set()
-                _use_threads(callers_threads if idle else 1)
+                _use_threads(callers_threads if model_waits.is_set() else 1)
             return self._finish(job)
 
         def next_result() -> Segmentation:
-            future = pending.popleft()
+            job, future = pending.popleft()
+            if future is None or future.cancel():  # not started: do it here, with all threads
+                return self._finish(job)
             if not future.done():
                 model_waits.set()
             try:
@@ -277,18 +281,21 @@ class Segmenter:
                 model_waits.clear()
 
         finisher = self._finishing_thread()
-        pending: deque[Future[Segmentation]] = deque()
+        pending: deque[tuple[_Job, Future[Segmentation] | None]] = deque()
         try:
             for job in self._scored_jobs(images):
-                pending.append(finisher.submit(finish, job))
-                while pending and (pending[0].done() or len(pending) > MAX_FINISHING):
+                pending.append((job, None if job.last else finisher.submit(finish, job)))
+                while pending and pending[0][1] is not None and pending[0][1].done():
+                    yield next_result()
+                while len(pending) > MAX_FINISHING:
                     yield next_result()
             while pending:
                 yield next_result()
         finally:
-            for future in pending:
+            futures = [future for _, future in pending if future is not None]
+            for future in futures:
                 future.cancel()
-            wait(pending)  # nothing of this call keeps running
+            wait(futures)  # nothing of this call keeps running
             if on_cpu:  # torch.set_num_threads also sets the default of threads that start later
                 torch.set_num_threads(callers_threads)
 
