@@ -30,6 +30,17 @@ def test_threads_get_their_own_buffers():
     assert theirs[0].data_ptr() != mine.data_ptr()
 
 
+def test_a_shared_workspace_hands_every_thread_the_same_buffers():
+    work = Workspace(per_thread=False)  # the Segmenter's: its threads take turns
+    mine = work.empty("canvas", (8,))
+    theirs: list[torch.Tensor] = []
+    thread = threading.Thread(target=lambda: theirs.append(work.empty("canvas", (8,))))
+    thread.start()
+    thread.join()
+    assert theirs[0].data_ptr() == mine.data_ptr()
+    assert len(work.held()) == 1
+
+
 def _segment(patches, query_class, protocol, workspace):
     ws = windows(150, 200, 112, 56)
     canvas = WindowCanvas(patches.shape[-1], 150, 200, torch.device("cpu"), workspace)

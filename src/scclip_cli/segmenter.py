@@ -144,8 +144,10 @@ class Segmenter:
             self.device
         )
         self._class_names = tuple(embeddings.class_names)
-        self.workspace = Workspace()
-        """Post-processing buffers, reused from one image to the next (per thread)."""
+        self.workspace = Workspace(per_thread=False)
+        """Post-processing buffers, reused from one image to the next; whichever thread
+        post-processes an image holds :attr:`_finishing_lock` (one image at a time)."""
+        self._finishing_lock = threading.Lock()
         self._finisher: ThreadPoolExecutor | None = None  # made on first use, then kept
         self._finisher_lock = threading.Lock()
 
@@ -301,7 +303,7 @@ class Segmenter:
 
     def _finishing_thread(self) -> ThreadPoolExecutor:
         """The one thread that post-processes this segmenter's images. It lives as long as the
-        segmenter, so its scratch buffers (:attr:`workspace`, per thread) serve every call."""
+        segmenter (a thread per call would cost a start per call)."""
         from concurrent.futures import ThreadPoolExecutor
 
         with self._finisher_lock:
@@ -321,7 +323,7 @@ class Segmenter:
 
         job = next(self._scored_jobs([image]))
         prepared = job.prepared
-        with torch.inference_mode():
+        with self._finishing_lock, torch.inference_mode():
             full = upsample_scores(self._averaged_scores(job), prepared.height, prepared.width)
             return full.contiguous().cpu().numpy()
 
@@ -388,7 +390,7 @@ class Segmenter:
 
         from scclip_cli.postprocess import labels_from_scores
 
-        with torch.inference_mode():
+        with self._finishing_lock, torch.inference_mode():
             result = labels_from_scores(
                 self._averaged_scores(job),
                 job.prepared.height,

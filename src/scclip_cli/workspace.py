@@ -4,14 +4,16 @@ Post-processing an image needs a few large temporary tensors (the ``[h, w, Q]`` 
 MiB for 150 queries at 336 × 448; upsampling and interpolation buffers of tens of MiB). Allocated
 afresh per image, each is returned to the operating system when freed and faulted in again, page by
 page, the next time: about a tenth of the post-processing time on the CPU. A :class:`Workspace`
-keeps them, one set per thread (two threads segmenting with one ``Segmenter`` never share a
-buffer), and replaces a buffer when the shape it is asked for changes, so it holds at most one
-image's worth.
+keeps them, one set per thread (two threads never share a buffer) or, for a ``Segmenter``, one set
+that its threads use in turn (behind a lock), and replaces a buffer when the shape it is asked for
+changes, so it holds at most one image's worth.
 """
 
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
+from typing import Any
 
 import torch
 
@@ -23,10 +25,14 @@ queries reuse every buffer."""
 
 class Workspace:
     """Named scratch tensors, reused while the name, shape, dtype, device and layout stay the
-    same. Their content is undefined when handed out."""
+    same. Their content is undefined when handed out.
 
-    def __init__(self) -> None:
-        self._local = threading.local()
+    ``per_thread=False``: one set for all threads, for callers that use it from one thread at a
+    time (a lock around each use).
+    """
+
+    def __init__(self, per_thread: bool = True) -> None:
+        self._local: Any = threading.local() if per_thread else SimpleNamespace()
 
     def empty(
         self,
