@@ -6,16 +6,16 @@
     (decode, EXIF,  bounded prefetch                   Segmenter.segment_many     mask, overlay,
      size guard,                                       (crops batched across      then JSON last
      resize, normalise)                                 images; post-processing
-                                                        on its finisher thread)
+                                                        beside the model)
 
 - Reading: a small thread pool decodes ahead of the model (PIL releases the GIL) and, through
   ``Segmenter.prepare``, resizes and normalises too; at most ``prefetch`` images ahead, handed over
   in sorted order. An image that cannot be read goes straight to the failures; it never reaches
   the model.
 - Model: the calling thread runs ``segment_many`` over the decoded arrays (which post-processes
-  each image on a thread of its own, beside the model). When it raises, the images it had taken
-  but not answered are retried one at a time, so one image that breaks the model fails alone and
-  the rest of its batch is kept.
+  images on a thread beside the model while the model works). When it raises, the images it had
+  taken but not answered are retried one at a time, so one image that breaks the model fails
+  alone and the rest of its batch is kept.
 - Writing: a writer thread (bounded queue) encodes the PNG/JPEG/JSON files, so the model never waits
   on compression. Every file is written to a temporary name and renamed; an image's JSON is
   deleted before anything of it is rewritten and written last, so it marks completion.

@@ -112,14 +112,11 @@ class _Taps:
     taps: BilinearTaps
     lo_list: list[int]
     hi_list: list[int]
-    w_lo_list: list[float]
-    w_hi_list: list[float]
 
 
 def _taps(out_size: int, in_size: int, device: torch.device) -> _Taps:
     taps = bilinear_taps(out_size, in_size)  # on the CPU for the lists, then moved
-    lists = (t.tolist() for t in taps)
-    return _Taps(BilinearTaps(*(t.to(device) for t in taps)), *lists)
+    return _Taps(BilinearTaps(*(t.to(device) for t in taps)), taps.lo.tolist(), taps.hi.tolist())
 
 
 class BilinearResizer:

@@ -18,6 +18,7 @@ import dataclasses
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,6 @@ from scclip_cli.config import (
 from scclip_cli.errors import VocabularyError
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
-
     import torch
 
     from scclip_cli.model_loading import LoadedClip
@@ -148,8 +147,9 @@ class Segmenter:
         """Post-processing buffers, reused from one image to the next; whichever thread
         post-processes an image holds :attr:`_finishing_lock` (one image at a time)."""
         self._finishing_lock = threading.Lock()
-        self._finisher: ThreadPoolExecutor | None = None  # made on first use, then kept
-        self._finisher_lock = threading.Lock()
+        self._finisher = ThreadPoolExecutor(1, "scclip-finish")
+        """The thread that post-processes images beside the model (started on first use, kept:
+        one per call would cost a start per call)."""
 
     @classmethod
     def load(
@@ -282,11 +282,10 @@ class Segmenter:
             finally:
                 model_waits.clear()
 
-        finisher = self._finishing_thread()
         pending: deque[tuple[_Job, Future[Segmentation] | None]] = deque()
         try:
             for job in self._scored_jobs(images):
-                pending.append((job, None if job.last else finisher.submit(finish, job)))
+                pending.append((job, None if job.last else self._finisher.submit(finish, job)))
                 while pending and pending[0][1] is not None and pending[0][1].done():
                     yield next_result()
                 while len(pending) > MAX_FINISHING:
@@ -300,16 +299,6 @@ class Segmenter:
             wait(futures)  # nothing of this call keeps running
             if on_cpu:  # torch.set_num_threads also sets the default of threads that start later
                 torch.set_num_threads(callers_threads)
-
-    def _finishing_thread(self) -> ThreadPoolExecutor:
-        """The one thread that post-processes this segmenter's images. It lives as long as the
-        segmenter (a thread per call would cost a start per call)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        with self._finisher_lock:
-            if self._finisher is None:
-                self._finisher = ThreadPoolExecutor(1, "scclip-finish")
-            return self._finisher
 
     def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
         """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale; refined
