@@ -42,14 +42,15 @@ def test_uncovered_canvas_is_a_bug():
 
 
 @pytest.mark.parametrize("queries", [3, 8, 200])
-def test_canvas_is_the_eager_interpolate_sum_bit_for_bit(queries):
+@pytest.mark.parametrize("size", [(336, 448), (504, 336), (336, 597)])  # coverage 1 to 4; 3
+def test_canvas_is_the_eager_interpolate_sum_bit_for_bit(queries, size):
     """Windows upsampled by F.interpolate's kernel (in channel groups), summed in order, averaged."""
     import torch.nn.functional as F
 
-    ws = windows(336, 448, 224, 112)
+    ws = windows(*size, 224, 112)
     patches = torch.randn(len(ws), 14, 14, queries, generator=torch.Generator().manual_seed(0))
-    canvas = WindowCanvas(queries, 336, 448, torch.device("cpu"))
-    total, count = torch.zeros(queries, 336, 448), torch.zeros(336, 448)
+    canvas = WindowCanvas(queries, *size, torch.device("cpu"))
+    total, count = torch.zeros(queries, *size), torch.zeros(size)
     for w, p in zip(ws, patches, strict=True):
         canvas.add_patches(w, p)
         # the reference: a channels-last [1, Q, 14, 14] view, as the patch scores come out
@@ -58,6 +59,7 @@ def test_canvas_is_the_eager_interpolate_sum_bit_for_bit(queries):
         )[0]
         total[:, w.y1 : w.y2, w.x1 : w.x2] += up
         count[w.y1 : w.y2, w.x1 : w.x2] += 1
+    assert {1, 2, 4} <= set(count.unique().tolist())
     assert torch.equal(canvas.average(), total / count)
     assert torch.equal(canvas.rows(100, 130), (total / count).permute(1, 2, 0)[100:130])
 

@@ -66,8 +66,8 @@ def test_reused_buffers_change_no_output():
 
 
 def test_a_large_vocabulary_reuses_every_buffer():
-    """Every query group's upsampling buffer survives from one image to the next (1000 queries:
-    eight groups), so no image pays for fresh allocations."""
+    """Every buffer survives from one image to the next with 1000 queries (eight query groups
+    share one upsampling buffer), so no image pays for fresh allocations."""
     work = Workspace()
     ws = windows(40, 40, 32, 16)
     patches = torch.zeros(len(ws), 2, 2, 1000)

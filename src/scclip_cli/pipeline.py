@@ -6,14 +6,14 @@
     (decode, EXIF,  bounded prefetch                   Segmenter.segment_many     mask, overlay,
      size guard,                                       (crops batched across      then JSON last
      resize, normalise)                                 images; post-processing
-                                                        beside the model)
+                                                        in parts between them)
 
 - Reading: a small thread pool decodes ahead of the model (PIL releases the GIL) and, through
   ``Segmenter.prepare``, resizes and normalises too; at most ``prefetch`` images ahead, handed over
   in sorted order. An image that cannot be read goes straight to the failures; it never reaches
   the model.
 - Model: the calling thread runs ``segment_many`` over the decoded arrays (which post-processes
-  images on a thread beside the model while the model works). When it raises, the images it had
+  each image between forward passes, in parts on all cores). When it raises, the images it had
   taken but not answered are retried one at a time, so one image that breaks the model fails
   alone and the rest of its batch is kept.
 - Writing: a writer thread (bounded queue) encodes the PNG/JPEG/JSON files, so the model never waits

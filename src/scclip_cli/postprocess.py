@@ -22,7 +22,13 @@ How it is made fast (the result is the reference's up to float rounding):
 * The column pass runs once per chunk of source rows (``h × W × Q`` work, not ``H × W × Q``), with
   PyTorch's own channels-last bilinear kernel; only the row blend, the softmax and the reductions
   run at the output size, on tiles small enough to stay near the CPU's caches
-  (:data:`CPU_TILE_ELEMENTS`), in reused buffers. The softmax is PyTorch's fused kernel.
+  (:data:`CPU_TILE_ELEMENTS`), in reused buffers.
+* The confidence needs no full softmax: with the best query known, it is
+  ``1 / sum_q 2^(l_q − l_best)`` for logits ``l`` in base 2 (``2^x`` costs about half of ``e^x``).
+* Each step runs in parts (bands of rows, runs of whole chunks) given to a
+  :class:`~scclip_cli.parts.PartRunner`; chunks and tiles are the same however the work is split,
+  so the parts change no bit of the result (at the same intra-op thread count: PyTorch's
+  element-wise ``exp2`` rounds the last elements of each thread's share differently).
 * Queries are put in class order first: the first best query of a pixel then lies in the
   reference's best class (the smallest index among equal maxima), so the max over synonyms needs no
   per-class reduction.
@@ -33,22 +39,25 @@ How it is made fast (the result is the reference's up to float rounding):
   max-reductions rather than ``torch.max(dim)``, several times slower on the CPU). Ties between
   queries equal to the last bit may resolve differently there than in the reference.
 * The interpolation is ``F.interpolate``'s arithmetic (``fma(a, w_lo, b · w_hi)`` per axis, as its
-  CPU kernel computes a contiguous map), except that the logit scale is folded into the row
-  weights; the softmax sums in another order. Both differ from the reference in the last float
-  bits only.
+  CPU kernel computes a contiguous map), except that the logit scale (and ``log2 e``) is folded
+  into the row weights; the softmax sums in another order. Both differ from the reference in the
+  last float bits only.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import torch
 
 from scclip_cli.config import ProtocolConfig
-from scclip_cli.sliding_window import BilinearTaps, bilinear_taps
+from scclip_cli.parts import IN_ORDER, PartRunner, split_range
+from scclip_cli.sliding_window import BilinearTaps, WindowCanvas, bilinear_taps
 from scclip_cli.workspace import Workspace
 
 TILE_ELEMENTS = 1 << 24
@@ -58,8 +67,12 @@ CPU_TILE_ELEMENTS = 1 << 20
 large enough that the per-operation overhead (and the wait for every OpenMP thread) stays small.
 Measured on 2 cores: 0.25 M to 4 M elements are within 10 % at 0.35 MP, 1 M is the fastest at
 12 MP."""
-CHUNK_TILES = 4
-"""Column-interpolated source rows kept at once: about this many tiles' worth (at least 2 rows)."""
+LOG2_E = math.log2(math.e)
+"""Logits are scaled by this too and exponentiated in base 2 (``torch.exp2`` takes about half the
+time of ``torch.exp`` on the CPU); ``softmax(x) = 2^(x·log2 e) / sum``."""
+CHUNK_TILES = 2
+"""Column-interpolated source rows kept at once: about this many tiles' worth (at least 2 rows).
+Parts take whole chunks, so small chunks balance them better (4 was no faster on one thread)."""
 
 
 def default_tile_elements(device: torch.device) -> int:
@@ -165,32 +178,50 @@ class BilinearResizer:
         )
         return out[:size].view(k, -1)
 
+    def chunks(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each run of output rows blended from one chunk of
+        column-interpolated source rows (the rows whose two source rows both lie in it), in order.
+
+        The chunks, and the tiles cut from each, do not depend on how the work is split, so
+        every output value is computed with the same operations on the same tile layout.
+        """
+        ry, h = self._rows, self.source.height
+        plan, y = [], 0
+        while y < self.out_height:
+            r1 = min(h, ry.lo_list[y] + self.chunk_rows)
+            y_end = self.out_height if r1 == h else bisect.bisect_left(ry.hi_list, r1, lo=y)
+            plan.append((y, y_end))
+            y = y_end
+        return plan
+
     def tiles(
-        self, scale: float = 1.0, rows_wanted: list[bool] | None = None
+        self,
+        scale: float = 1.0,
+        rows_wanted: list[bool] | None = None,
+        chunks: list[tuple[int, int]] | None = None,
+        part: int = 0,
     ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
         """Yield ``(rows, cols, values)``: output pixels ``[rows, cols]`` times ``scale``, as a
         contiguous ``[len(rows), len(cols), C]`` float32 tensor, in row-major tile order.
 
         ``values`` is a buffer that the next tile overwrites. ``rows_wanted``: one flag per output
-        row; tiles without a wanted row are skipped.
+        row; tiles without a wanted row are skipped. ``chunks``: only these of :meth:`chunks`
+        (default all). ``part``: which set of scratch buffers to use (parts that run at once need
+        different ones).
         """
         ry = self._rows
         h, c, width = self.source.height, self.source.channels, self.out_width
         device = self.source.device
-        scratch = self.workspace.empty("tile", (self.tile_h * self.tile_w * c,), device=device)
-        spare = self.workspace.empty("tile spare", (self.tile_h * self.tile_w * c,), device=device)
+        tile_size = self.tile_h * self.tile_w * c
+        scratch = self.workspace.empty(f"tile:{part}", (tile_size,), device=device)
+        spare = self.workspace.empty(f"tile spare:{part}", (tile_size,), device=device)
         chunk_size = self.chunk_rows * width * c
-        chunk_buffer = self.workspace.empty("chunk", (chunk_size,), device=device)
-        y = 0
-        while y < self.out_height:
-            r0 = ry.lo_list[y]
-            r1 = min(h, r0 + self.chunk_rows)
-            # the output rows whose two source rows both lie in this chunk
-            y_end = self.out_height if r1 == h else bisect.bisect_left(ry.hi_list, r1, lo=y)
+        chunk_buffer = self.workspace.empty(f"chunk:{part}", (chunk_size,), device=device)
+        for y, y_end in self.chunks() if chunks is None else chunks:
             if rows_wanted is not None and not any(rows_wanted[y:y_end]):
-                y = y_end
                 continue
-            chunk = self._column_pass(r0, r1, chunk_buffer)  # [k, W · C]
+            r0 = ry.lo_list[y]
+            chunk = self._column_pass(r0, min(h, r0 + self.chunk_rows), chunk_buffer)  # [k, W·C]
             # the logit scale folded into the row weights (float32, as a tensor op would round)
             w_lo_all = ry.taps.w_lo[y:y_end] * scale
             w_hi_all = ry.taps.w_hi[y:y_end] * scale
@@ -224,7 +255,6 @@ class BilinearResizer:
                         torch.mul(bottom, w_hi[row - y], out=values[i])
                         values[i].add_(top, alpha=w_lo[row - y])
                     yield slice(t0, t1), slice(c0, c1), values.view(t1 - t0, c1 - c0, c)
-            y = y_end
 
 
 def class_probabilities(
@@ -263,17 +293,17 @@ def _first_best(
 def _best_query(
     logits: torch.Tensor, keep: torch.Tensor, countdown: torch.Tensor, scratch: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax over the last axis, then each pixel's best kept query.
+    """Softmax over the last axis (in base 2), then each pixel's best kept query.
 
     Args:
-        logits: ``[..., Q]`` float32 (scores × logit scale); overwritten.
+        logits: ``[..., Q]`` float32 (scores × logit scale × log2 e); overwritten.
         keep: ``[Q]`` float32 0/1 multiplier of the probabilities.
         countdown: ``[Q]`` float32 ``Q, Q - 1, ..., 1``.
         scratch: float32, at least ``logits.numel()`` elements.
     Returns:
         The best probability ``[...]`` float32 and the first query reaching it ``[...]`` int64.
     """
-    e = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()  # exp(x - max)
+    e = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp2_()  # 2^(x - max)
     inverse_sum = e.sum(dim=-1).reciprocal_()
     e.mul_(keep)
     index = _first_best(e, countdown, scratch)
@@ -282,17 +312,26 @@ def _best_query(
 
 
 def source_best_query(
-    source: ScoreRows, countdown: torch.Tensor, band_elements: int, workspace: Workspace
+    source: ScoreRows,
+    countdown: torch.Tensor,
+    band_elements: int,
+    workspace: Workspace,
+    runner: PartRunner = IN_ORDER,
 ) -> torch.Tensor:
     """Each source pixel's first best query: ``[h, w]`` int64, read a band of rows at a time (as
-    many as fit in ``band_elements`` values, at least one)."""
+    many as fit in ``band_elements`` values, at least one), the rows split into parts."""
     best = torch.empty(source.height, source.width, dtype=torch.long, device=source.device)
     row = source.width * source.channels
     band_rows = max(1, band_elements // row)
-    flags = workspace.empty("source flags", (band_rows * row,), device=source.device)
-    for r0 in range(0, source.height, band_rows):
-        r1 = min(source.height, r0 + band_rows)
-        best[r0:r1] = _first_best(source.rows(r0, r1), countdown, flags)
+
+    def best_of_rows(part: int, start: int, stop: int) -> None:
+        flags = workspace.empty(f"source flags:{part}", (band_rows * row,), device=source.device)
+        for r0 in range(start, stop, band_rows):
+            r1 = min(stop, r0 + band_rows)
+            best[r0:r1] = _first_best(source.rows(r0, r1), countdown, flags)
+
+    ranges = split_range(0, source.height, runner.count)
+    runner.run([partial(best_of_rows, i, *rows) for i, rows in enumerate(ranges)])
     return best
 
 
@@ -315,6 +354,7 @@ def labels_from_scores(
     protocol: ProtocolConfig,
     tile_elements: int | None = None,
     workspace: Workspace | None = None,
+    runner: PartRunner = IN_ORDER,
 ) -> LabelMap:
     """Upsample averaged window scores to the original size and post-process, tile by tile.
 
@@ -324,10 +364,15 @@ def labels_from_scores(
         query_class: ``[Q]`` int64 class of each query.
         tile_elements: bound on ``Q × tile pixels``; default :func:`default_tile_elements`.
         workspace: where the scratch buffers come from (reused across images); default fresh.
+        runner: runs the parts (bands of rows, groups of queries) of each step, on the CPU at
+            once on several threads (:class:`~scclip_cli.parts.PartThreads`); by default one
+            after another. The result does not depend on it.
     Returns:
         labels ``[H, W]`` int32 and confidence ``[H, W]`` float32 on the scores' device.
     """
     source: ScoreRows = TensorRows(scores) if isinstance(scores, torch.Tensor) else scores
+    if isinstance(source, WindowCanvas):
+        source.build(runner)
     device = source.device
     if tile_elements is None:
         tile_elements = default_tile_elements(device)
@@ -347,47 +392,70 @@ def labels_from_scores(
     labels = torch.empty(out_height, out_width, dtype=torch.int32, device=device)  # K < 2^31
     confidence = torch.empty(out_height, out_width, dtype=torch.float32, device=device)
     tile_size = resizer.tile_h * resizer.tile_w * q
-    scratch = workspace.empty("flags", (tile_size,), device=device)
-    probabilities = workspace.empty("probabilities", (tile_size,), device=device)
-    straddling = workspace.empty("straddling", (tile_size,), device=device)
+    # Contiguous runs of whole chunks, of about equal numbers of output rows, one per part.
+    chunk_parts: list[list[tuple[int, int]]] = [[] for _ in range(runner.count)]
+    for chunk in resizer.chunks():
+        chunk_parts[chunk[0] * runner.count // out_height].append(chunk)
+    chunk_parts = [chunks for chunks in chunk_parts if chunks]
     # An output pixel whose four bilinear sources share their first best query q has it too: its
     # score for q blends the largest source scores with non-negative weights, and rounding keeps
     # that order. Only the pixels of the other source cells need the argmax over queries.
-    cell_best = shared_cell_best(source_best_query(source, countdown, tile_elements, workspace))
+    cell_best = shared_cell_best(
+        source_best_query(source, countdown, tile_elements, workspace, runner)
+    )
 
     def best_queries(
-        rows: slice, cols: slice, probs: torch.Tensor, spare: torch.Tensor
+        rows: slice, cols: slice, logits: torch.Tensor, straddling: torch.Tensor
     ) -> torch.Tensor:
-        """``[n]`` int64 first best query of each pixel of a tile (``probs``: ``[n, Q]``)."""
+        """``[n]`` int64 first best query of each pixel of a tile (``logits``: ``[n, Q]``)."""
         index = cell_best.index_select(0, resizer.row_taps.lo[rows])
         index = index.index_select(1, resizer.col_taps.lo[cols]).view(-1)
         others = torch.nonzero(index < 0)[:, 0]
         if others.numel():
             subset = torch.index_select(
-                probs, 0, others, out=straddling[: others.numel() * q].view(-1, q)
+                logits, 0, others, out=straddling[: others.numel() * q].view(-1, q)
             )
-            index[others] = _first_best(subset, countdown, spare)
+            index[others] = _first_best(subset, countdown, straddling)
         return index
 
-    def run(keep: torch.Tensor | None, redo: torch.Tensor | None) -> None:
-        """Fill labels and confidence. With ``keep`` (``[Q]`` 0/1), only where some label is a
-        class of ``redo`` (``[K]`` bool, the removed classes): elsewhere nothing can change."""
-        rows_wanted = None if redo is None else redo[labels].any(dim=1).tolist()
-        for rows, cols, logits in resizer.tiles(protocol.logit_scale, rows_wanted):
+    def run_rows(
+        part: int,
+        chunks: list[tuple[int, int]],
+        keep: torch.Tensor | None,
+        redo: torch.Tensor | None,
+        rows_wanted: list[bool] | None,
+    ) -> None:
+        """Labels and confidence of the output rows of ``chunks`` (see ``run``)."""
+        scratch = workspace.empty(f"flags:{part}", (tile_size,), device=device)
+        straddling = workspace.empty(f"straddling:{part}", (tile_size,), device=device)
+        # logits in base 2 (scores × logit scale × log2 e): 2^x is about twice as fast as e^x
+        scale = protocol.logit_scale * LOG2_E
+        for rows, cols, logits in resizer.tiles(scale, rows_wanted, chunks, part):
             if redo is not None and not bool(redo[labels[rows, cols]].any()):
                 continue
             shape = logits.shape[:2]
             if keep is None:
                 flat = logits.view(-1, q)
-                probs = torch.ops.aten._softmax.out(
-                    flat, -1, False, out=probabilities[: flat.numel()].view(-1, q)
-                )
-                index = best_queries(rows, cols, probs, spare=flat)  # the logits are spent
-                best = probs.gather(1, index[:, None])
+                index = best_queries(rows, cols, flat, straddling)
+                # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no max
+                # over the queries is needed (the best query is known)
+                flat.sub_(flat.gather(1, index[:, None])).exp2_()
+                best = flat.sum(1).reciprocal_()
             else:
                 best, index = _best_query(logits, keep, countdown, scratch)
             labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
             confidence[rows, cols] = best.view(shape)
+
+    def run(keep: torch.Tensor | None, redo: torch.Tensor | None) -> None:
+        """Fill labels and confidence. With ``keep`` (``[Q]`` 0/1), only where some label is a
+        class of ``redo`` (``[K]`` bool, the removed classes): elsewhere nothing can change."""
+        rows_wanted = None if redo is None else redo[labels].any(dim=1).tolist()
+        runner.run(
+            [
+                partial(run_rows, i, chunks, keep, redo, rows_wanted)
+                for i, chunks in enumerate(chunk_parts)
+            ]
+        )
 
     run(None, None)
     if protocol.area_threshold is not None and num_classes > 1:

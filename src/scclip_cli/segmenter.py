@@ -18,7 +18,6 @@ import dataclasses
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from scclip_cli.config import (
     resolve_protocol,
 )
 from scclip_cli.errors import VocabularyError
+from scclip_cli.parts import IN_ORDER, MAX_PARTS, PartRunner, PartThreads
 
 if TYPE_CHECKING:
     import torch
@@ -74,19 +74,6 @@ CPU_BATCH_SIZE = 4
 (48 ViT-B/16 crops: 13.6 s in batches of 4, 15.9 s in batches of 16, 16.2 s one at a time)."""
 
 
-MAX_FINISHING = 2
-"""Scored images waiting for (or in) post-processing before the model thread waits for them:
-each holds only its windows' patch scores until its post-processing starts."""
-
-
-def _use_threads(threads: int) -> None:
-    """Set the calling thread's intra-op threads (OpenMP and MKL are per thread)."""
-    import torch
-
-    if torch.get_num_threads() != threads:  # the first call also sets up the thread's default
-        torch.set_num_threads(threads)
-
-
 def default_batch_size(device_type: str) -> int:
     """:data:`CPU_BATCH_SIZE` on the CPU, :data:`GPU_BATCH_SIZE` on an accelerator."""
     return CPU_BATCH_SIZE if device_type == "cpu" else GPU_BATCH_SIZE
@@ -99,8 +86,6 @@ class _Job:
     canvas: WindowCanvas
     remaining: int
     """Windows not scored yet."""
-    last: bool = False
-    """Scored after the input ran out: no more model work follows it."""
 
 
 class Segmenter:
@@ -147,9 +132,14 @@ class Segmenter:
         """Post-processing buffers, reused from one image to the next; whichever thread
         post-processes an image holds :attr:`_finishing_lock` (one image at a time)."""
         self._finishing_lock = threading.Lock()
-        self._finisher = ThreadPoolExecutor(1, "scclip-finish")
-        """The thread that post-processes images beside the model (started on first use, kept:
-        one per call would cost a start per call)."""
+        self.parts: PartRunner = (
+            PartThreads(min(torch.get_num_threads(), MAX_PARTS))
+            if self.device.type == "cpu" and torch.get_num_threads() > 1
+            else IN_ORDER
+        )
+        """Runs the parts of each image's post-processing: on the CPU at once, one per intra-op
+        thread the segmenter was made with (at most :data:`~scclip_cli.parts.MAX_PARTS`), on
+        threads of their own; elsewhere one after another."""
 
     @classmethod
     def load(
@@ -244,61 +234,15 @@ class Segmenter:
         """Segment images in order, batching crops across images.
 
         Accepts ``[H, W, 3] uint8`` arrays or :class:`PreparedImage` (made by :meth:`prepare`, e.g.
-        on a reader thread). Yields one :class:`Segmentation` per image, in input order.
+        on a reader thread). Yields one :class:`Segmentation` per image, in input order, as soon as
+        its last crop is scored.
 
-        The model runs on the calling thread; each image's post-processing (overlap averaging,
-        upsampling, labels) runs beside it on the segmenter's finishing thread, at most
-        :data:`MAX_FINISHING` images behind, or on the calling thread once the model has nothing
-        else to do. Several calls at once (from several threads) share the finishing thread.
+        The model runs on the calling thread; between forward passes, each image whose crops are
+        all scored is post-processed (overlap averaging, upsampling, labels) in parts that run at
+        once (:attr:`parts`), while the model's threads wait.
         """
-        from concurrent.futures import Future, wait
-
-        import torch
-
-        # While the model works, images are post-processed on the segmenter's finishing thread, on
-        # the CPU with one intra-op thread: their small element-wise operations spend about a third
-        # less CPU time on one thread than on two, and the model keeps the rest. Once the model has
-        # nothing more to do (after the last crop, or when it must wait for a result whose image
-        # has not started yet), the calling thread post-processes that image itself, with all its
-        # threads. An image started on the finishing thread while the model waits also takes the
-        # caller's threads. (The outputs do not depend on where or on how many threads.)
-        on_cpu = self.device.type == "cpu"
-        callers_threads = torch.get_num_threads()
-        model_waits = threading.Event()
-
-        def finish(job: _Job) -> Segmentation:
-            if on_cpu:
-                _use_threads(callers_threads if model_waits.is_set() else 1)
-            return self._finish(job)
-
-        def next_result() -> Segmentation:
-            job, future = pending.popleft()
-            if future is None or future.cancel():  # not started: do it here, with all threads
-                return self._finish(job)
-            if not future.done():
-                model_waits.set()
-            try:
-                return future.result()
-            finally:
-                model_waits.clear()
-
-        pending: deque[tuple[_Job, Future[Segmentation] | None]] = deque()
-        try:
-            for job in self._scored_jobs(images):
-                pending.append((job, None if job.last else self._finisher.submit(finish, job)))
-                while pending and pending[0][1] is not None and pending[0][1].done():
-                    yield next_result()
-                while len(pending) > MAX_FINISHING:
-                    yield next_result()
-            while pending:
-                yield next_result()
-        finally:
-            futures = [future for _, future in pending if future is not None]
-            for future in futures:
-                future.cancel()
-            wait(futures)  # nothing of this call keeps running
-            if on_cpu:  # torch.set_num_threads also sets the default of threads that start later
-                torch.set_num_threads(callers_threads)
+        for job in self._scored_jobs(images):
+            yield self._finish(job)
 
     def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
         """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale; refined
@@ -339,8 +283,6 @@ class Segmenter:
                 yield pending.popleft()
         if batch:
             self._run_batch(batch)
-        for job in pending:
-            job.last = True
         while pending:
             yield pending.popleft()
 
@@ -370,6 +312,7 @@ class Segmenter:
             return job.canvas
         from scclip_cli.pamr import refine
 
+        job.canvas.build(self.parts)
         scores = job.canvas.average()
         pixels = job.prepared.pixels.to(scores.device)
         return refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
@@ -388,6 +331,7 @@ class Segmenter:
                 len(self._class_names),
                 self.protocol,
                 workspace=self.workspace,
+                runner=self.parts,
             )
         return Segmentation(
             labels=result.labels.cpu().numpy(),  # int32

@@ -8,11 +8,17 @@ its own size.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from functools import partial
+from itertools import pairwise
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from scclip_cli.parts import IN_ORDER, split_range
 from scclip_cli.workspace import Workspace
+
+if TYPE_CHECKING:
+    from scclip_cli.parts import PartRunner
 
 
 class Window(NamedTuple):
@@ -88,6 +94,38 @@ def channel_groups(channels: int, group: int = CHANNEL_GROUP) -> list[tuple[int,
     return [(a, b) for a, b in zip(starts, [*starts[1:], channels], strict=True)]
 
 
+def channel_parts(
+    channels: int, parts: int, group: int = CHANNEL_GROUP
+) -> list[list[tuple[int, int]]]:
+    """The channel groups of each of up to ``parts`` parts of a canvas build.
+
+    The channels are cut into aligned blocks of 64 (:func:`channel_groups` with 64), the blocks
+    into contiguous runs of near-equal count, one per part, and each run as
+    :func:`channel_groups` cuts all channels: every group starts at a multiple of 64 and the last
+    one of all has at least 64 channels, so each part computes its channels exactly as one call
+    on all channels would. One part gets the groups of :func:`channel_groups`.
+    """
+    blocks = channel_groups(channels, 64)
+    plan = []
+    for b0, b1 in split_range(0, len(blocks), parts):
+        start, stop = blocks[b0][0], blocks[b1 - 1][1]
+        plan.append([(start + a, start + b) for a, b in channel_groups(stop - start, group)])
+    return plan
+
+
+class _Cell(NamedTuple):
+    """A rectangle of the canvas that every window covers wholly or not at all."""
+
+    y1: int
+    y2: int
+    x1: int
+    x2: int
+    first: bool
+    """Its first window (in :meth:`WindowCanvas._cells`'s per-window lists)."""
+    coverage: int
+    """Windows covering it (in the list of every cell)."""
+
+
 class WindowCanvas:
     """Accumulates per-window scores into an image-sized canvas and averages the overlaps.
 
@@ -138,34 +176,90 @@ class WindowCanvas:
         self._windows.append((window, scores, is_patches))
         self.count[y1:y2, x1:x2] += 1
 
-    def _build(self) -> torch.Tensor:
+    def build(self, runner: PartRunner | None = None) -> None:
+        """Build the averaged canvas now (else on the first read), in parts of channels run by
+        ``runner`` (:mod:`scclip_cli.parts`; by default one after another)."""
+        if self._average is None:
+            self._average = self._build(runner or IN_ORDER)
+
+    def _cells(self) -> tuple[list[list[_Cell]], list[_Cell]]:
+        """The canvas cut along every window edge: for each window, the cells it covers (``first``:
+        no earlier window covers them), and every cell (``first`` unused) with its coverage."""
+        ys = sorted({y for (y1, y2, _, _), _, _ in self._windows for y in (y1, y2)})
+        xs = sorted({x for (_, _, x1, x2), _, _ in self._windows for x in (x1, x2)})
+        grid = [(ya, yb, xa, xb) for ya, yb in pairwise(ys) for xa, xb in pairwise(xs)]
+        seen: set[tuple[int, int]] = set()
+        per_window = []
+        for (y1, y2, x1, x2), _, _ in self._windows:
+            cells = []
+            for ya, yb, xa, xb in grid:
+                if y1 <= ya and yb <= y2 and x1 <= xa and xb <= x2:
+                    cells.append(_Cell(ya, yb, xa, xb, (ya, xa) not in seen, 0))
+                    seen.add((ya, xa))
+            per_window.append(cells)
+        counts = self.count[[c[0] for c in grid], [c[2] for c in grid]].tolist() if grid else []
+        everything = [_Cell(*c, False, int(n)) for c, n in zip(grid, counts, strict=True)]
+        return per_window, everything
+
+    def _build(self, runner: PartRunner) -> torch.Tensor:
         if bool((self.count == 0).any()):
             raise RuntimeError("windows do not cover the image")  # a bug, never user input
         shape = (self.height, self.width, self.channels)
-        total = self.workspace.empty("canvas", shape, device=self.device).zero_()
-        for (y1, y2, x1, x2), scores, is_patches in self._windows:
-            if not is_patches:
-                total[y1:y2, x1:x2] += scores.permute(1, 2, 0)
-                continue
-            size = (y2 - y1, x2 - x1)
-            for c0, c1 in channel_groups(self.channels):
-                out = self.workspace.empty(
-                    f"upsampled:{c0}", (1, c1 - c0, *size), device=self.device, channels_last=True
-                )
-                # F.interpolate's own kernel on a channels-last [1, Q', gh, gw] input (as the
-                # reference's), written straight into a channels-last buffer: no transposing copies
-                group = scores[:, :, c0:c1].contiguous().permute(2, 0, 1)[None]
-                torch.ops.aten.upsample_bilinear2d.out(
-                    group, list(size), False, None, None, out=out
-                )
-                total[y1:y2, x1:x2, c0:c1] += out[0].permute(1, 2, 0)
+        total = self.workspace.empty("canvas", shape, device=self.device)
+        window_pixels = max((y2 - y1) * (x2 - x1) for (y1, y2, x1, x2), _, _ in self._windows)
+        # Each cell takes its first window's scores as they are (no zeroed canvas to add them to),
+        # then adds the others in window order, then is divided by its coverage: the same sums and
+        # quotients as zeros plus every window, divided by the count (x / 1, x / 2, x / 4 are exact
+        # as they stand, as * 1, * 0.5, * 0.25).
+        window_cells, cells = self._cells()
+
+        def build_channels(part: int, groups: list[tuple[int, int]]) -> None:
+            """Channels ``groups[0][0]:groups[-1][1]`` of the canvas, window after window."""
+            c0, c1 = groups[0][0], groups[-1][1]
+            widest = max(b - a for a, b in groups)
+            buffer = self.workspace.empty(
+                f"upsampled:{part}", (widest * window_pixels,), device=self.device
+            )
+            for ((y1, y2, x1, x2), scores, is_patches), covered in zip(
+                self._windows, window_cells, strict=True
+            ):
+                size = (y2 - y1, x2 - x1)
+                for a, b in [(c0, c1)] if not is_patches else groups:
+                    if is_patches:
+                        # F.interpolate's own kernel on a channels-last [1, Q', gh, gw] input (as
+                        # the reference's), written straight into a channels-last buffer
+                        out = buffer[: (b - a) * size[0] * size[1]].view(1, *size, b - a)
+                        out = out.permute(0, 3, 1, 2)
+                        group = scores[:, :, a:b].contiguous().permute(2, 0, 1)[None]
+                        torch.ops.aten.upsample_bilinear2d.out(
+                            group, list(size), False, None, None, out=out
+                        )
+                        values = out[0].permute(1, 2, 0)  # [h, w, Q']
+                    else:
+                        values = scores[a:b].permute(1, 2, 0)
+                    for cell in covered:
+                        target = total[cell.y1 : cell.y2, cell.x1 : cell.x2, a:b]
+                        source = values[cell.y1 - y1 : cell.y2 - y1, cell.x1 - x1 : cell.x2 - x1]
+                        if cell.first:
+                            target.copy_(source)
+                        else:
+                            target += source
+            for cell in cells:
+                target = total[cell.y1 : cell.y2, cell.x1 : cell.x2, c0:c1]
+                if cell.coverage in (2, 4, 8):
+                    target.mul_(1 / cell.coverage)
+                elif cell.coverage != 1:
+                    target.div_(self.count[cell.y1 : cell.y2, cell.x1 : cell.x2, None])
+
+        plan = channel_parts(self.channels, runner.count)
+        runner.run([partial(build_channels, i, groups) for i, groups in enumerate(plan)])
         self._windows.clear()
-        return total.div_(self.count[:, :, None])
+        return total
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Averaged scores of rows ``start:stop``: ``[stop - start, W, Q]`` float32, contiguous."""
-        if self._average is None:
-            self._average = self._build()
+        self.build()
+        assert self._average is not None
         return self._average[start:stop]
 
     def average(self) -> torch.Tensor:

@@ -5,8 +5,9 @@ MiB for 150 queries at 336 × 448; upsampling and interpolation buffers of tens 
 afresh per image, each is returned to the operating system when freed and faulted in again, page by
 page, the next time: about a tenth of the post-processing time on the CPU. A :class:`Workspace`
 keeps them, one set per thread (two threads never share a buffer) or, for a ``Segmenter``, one set
-that its threads use in turn (behind a lock), and replaces a buffer when the shape it is asked for
-changes, so it holds at most one image's worth.
+for all its threads (an image at a time, behind a lock; the parts of an image that run at once ask
+for buffers of their own names), and replaces a buffer when the shape it is asked for changes, so
+it holds at most one image's worth.
 """
 
 from __future__ import annotations
@@ -17,22 +18,22 @@ from typing import Any
 
 import torch
 
-MAX_BUFFERS = 40
-"""Buffers kept per thread; the least recently used one goes first. Post-processing uses five plus
-one per group of 128 queries (:func:`~scclip_cli.sliding_window.channel_groups`), so up to 4,480
-queries reuse every buffer."""
+MAX_BUFFERS = 64
+"""Buffers kept per set; the least recently used one goes first. Post-processing uses the canvas
+and six per part (:mod:`scclip_cli.parts`), so every buffer is reused with up to eight parts."""
 
 
 class Workspace:
     """Named scratch tensors, reused while the name, shape, dtype, device and layout stay the
     same. Their content is undefined when handed out.
 
-    ``per_thread=False``: one set for all threads, for callers that use it from one thread at a
-    time (a lock around each use).
+    ``per_thread=False``: one set for all threads; threads that use it at the same time must ask
+    for different names.
     """
 
     def __init__(self, per_thread: bool = True) -> None:
         self._local: Any = threading.local() if per_thread else SimpleNamespace()
+        self._lock = threading.Lock()
 
     def empty(
         self,
@@ -48,26 +49,31 @@ class Workspace:
         The caller must be done with the previous tensor of that name (buffers of one thread are
         used one image at a time).
         """
-        buffers: dict[tuple[object, ...], torch.Tensor] = self._local.__dict__.setdefault(
-            "buffers", {}
-        )
         device = torch.device(device)
         key = (name, tuple(shape), dtype, device, channels_last)
-        tensor = buffers.pop(key, None)
+        with self._lock:
+            buffers: dict[tuple[object, ...], torch.Tensor] = self._local.__dict__.setdefault(
+                "buffers", {}
+            )
+            tensor = buffers.pop(key, None)
+            if tensor is None:
+                for old in [k for k in buffers if k[0] == name]:
+                    del buffers[old]  # another shape of the same buffer: free it first
         if tensor is None:
-            for old in [k for k in buffers if k[0] == name]:
-                del buffers[old]  # another shape of the same buffer: free it first
             layout = torch.channels_last if channels_last else torch.contiguous_format
             tensor = torch.empty(shape, dtype=dtype, device=device, memory_format=layout)
-        buffers[key] = tensor  # most recently used last
-        while len(buffers) > MAX_BUFFERS:
-            del buffers[next(iter(buffers))]
+        with self._lock:
+            buffers[key] = tensor  # most recently used last
+            while len(buffers) > MAX_BUFFERS:
+                del buffers[next(iter(buffers))]
         return tensor
 
     def held(self) -> list[torch.Tensor]:
-        """This thread's buffers, least recently used first."""
-        return list(self._local.__dict__.get("buffers", {}).values())
+        """This thread's buffers (all of them when shared), least recently used first."""
+        with self._lock:
+            return list(self._local.__dict__.get("buffers", {}).values())
 
     def clear(self) -> None:
-        """Free this thread's buffers."""
-        self._local.__dict__.pop("buffers", None)
+        """Free this thread's buffers (all of them when shared)."""
+        with self._lock:
+            self._local.__dict__.pop("buffers", None)
