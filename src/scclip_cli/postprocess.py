@@ -364,9 +364,9 @@ def labels_from_scores(
         query_class: ``[Q]`` int64 class of each query.
         tile_elements: bound on ``Q × tile pixels``; default :func:`default_tile_elements`.
         workspace: where the scratch buffers come from (reused across images); default fresh.
-        runner: runs the parts (bands of rows, groups of queries) of each step, on the CPU at
-            once on several threads (:class:`~scclip_cli.parts.PartThreads`); by default one
-            after another. The result does not depend on it.
+        runner: runs the parts (bands of rows, runs of chunks, groups of queries) of each step,
+            on the CPU at once on several threads (:class:`~scclip_cli.parts.PartThreads`); by
+            default one after another. The result does not depend on it (see the module notes).
     Returns:
         labels ``[H, W]`` int32 and confidence ``[H, W]`` float32 on the scores' device.
     """
@@ -405,9 +405,14 @@ def labels_from_scores(
     )
 
     def best_queries(
-        rows: slice, cols: slice, logits: torch.Tensor, straddling: torch.Tensor
+        rows: slice,
+        cols: slice,
+        logits: torch.Tensor,
+        straddling: torch.Tensor,
+        scratch: torch.Tensor,
     ) -> torch.Tensor:
-        """``[n]`` int64 first best query of each pixel of a tile (``logits``: ``[n, Q]``)."""
+        """``[n]`` int64 first best query of each pixel of a tile (``logits``: ``[n, Q]``, left
+        as they are; ``straddling`` and ``scratch``: buffers of a tile's size)."""
         index = cell_best.index_select(0, resizer.row_taps.lo[rows])
         index = index.index_select(1, resizer.col_taps.lo[cols]).view(-1)
         others = torch.nonzero(index < 0)[:, 0]
@@ -415,7 +420,7 @@ def labels_from_scores(
             subset = torch.index_select(
                 logits, 0, others, out=straddling[: others.numel() * q].view(-1, q)
             )
-            index[others] = _first_best(subset, countdown, straddling)
+            index[others] = _first_best(subset, countdown, scratch)
         return index
 
     def run_rows(
@@ -436,7 +441,7 @@ def labels_from_scores(
             shape = logits.shape[:2]
             if keep is None:
                 flat = logits.view(-1, q)
-                index = best_queries(rows, cols, flat, straddling)
+                index = best_queries(rows, cols, flat, straddling, scratch)
                 # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no max
                 # over the queries is needed (the best query is known)
                 flat.sub_(flat.gather(1, index[:, None])).exp2_()
