@@ -22,8 +22,9 @@ Peak memory is the child's peak resident set size (``VmHWM``), reset before each
 ``/proc/self/clear_refs``, so it includes the model and the vocabulary; on CUDA the peak allocated
 GPU memory is reported too. The phases run in turn, in an order that rotates from round to round,
 for ``--repeat`` rounds (``--scaling-repeat`` for the scaling tables) and each reports its fastest
-round; ratios compare phases of one child, so slow moments of a shared machine affect them less
-than absolute times (``/proc/loadavg`` is recorded per child, every round's time is in ``--json``).
+round, and the median over rounds of each phase's time over the floor's in the same round; ratios
+compare phases of one child, so slow moments of a shared machine affect them less than absolute
+times (``/proc/loadavg`` is recorded per child, every round's time is in ``--json``).
 
 Tables: the main comparison (``--size``, ``--classes``, ``--images`` images), then how time and
 memory grow with the image size (``--megapixels``, ``--classes`` classes, one image each) and with
@@ -44,6 +45,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -510,6 +512,13 @@ def _mib(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}"
 
 
+def round_ratio(phase: Phase, floor: Phase) -> float:
+    """The median over rounds of the phase's time over the floor's in the same round: the two ran
+    close together, so a machine that slows down for a while affects this less than the ratio of
+    the fastest rounds."""
+    return statistics.median(a / b for a, b in zip(phase.runs, floor.runs, strict=True))
+
+
 def main_table(result: Result) -> str:
     floor = result.phases["floor"].seconds
     n = result.images
@@ -518,9 +527,9 @@ def main_table(result: Result) -> str:
         f"{result.images} images of {result.width}×{result.height}, {result.classes} classes, "
         f"{result.crops} crops in {result.batches} batches of up to {result.batch_size}",
         "",
-        "| phase | s | s / image | images / s | × floor | CPU s | CPU × floor | peak RSS MiB |"
-        + (" peak GPU MiB |" if gpu else ""),
-        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
+        "| phase | s | s / image | images / s | × floor | × floor, median of rounds | CPU s "
+        "| CPU × floor | peak RSS MiB |" + (" peak GPU MiB |" if gpu else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gpu else ""),
     ]
     floor_cpu = result.phases["floor"].cpu_seconds
     labels = {
@@ -533,6 +542,7 @@ def main_table(result: Result) -> str:
         lines.append(
             f"| {labels.get(name, name)} | {phase.seconds:.2f} | {phase.seconds / n:.2f} "
             f"| {n / phase.seconds:.3f} | {phase.seconds / floor:.3f} "
+            f"| {round_ratio(phase, result.phases['floor']):.3f} "
             f"| {phase.cpu_seconds:.1f} | {phase.cpu_seconds / floor_cpu:.3f} "
             f"| {_mib(phase.peak_rss_mib)} |" + (f" {_mib(phase.peak_gpu_mib)} |" if gpu else "")
         )
@@ -553,9 +563,9 @@ def main_table(result: Result) -> str:
 def scaling_table(results: Sequence[Result], key: str) -> str:
     head = "| image (W×H) | megapixels |" if key == "size" else "| classes |"
     lines = [
-        head + " crops / image | segment s / image | floor s / image | × floor | CPU × floor "
-        "| peak RSS MiB |",
-        "|" + "---:|" * (head.count("|") - 1) + "---:|---:|---:|---:|---:|---:|",
+        head + " crops / image | segment s / image | floor s / image | × floor "
+        "| × floor, median of rounds | CPU × floor | peak RSS MiB |",
+        "|" + "---:|" * (head.count("|") - 1) + "---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         seg, floor = r.phases["segment"], r.phases["floor"]
@@ -567,6 +577,7 @@ def scaling_table(results: Sequence[Result], key: str) -> str:
         lines.append(
             first + f" {r.crops / r.images:.0f} | {seg.seconds / r.images:.2f} "
             f"| {floor.seconds / r.images:.2f} | {seg.seconds / floor.seconds:.3f} "
+            f"| {round_ratio(seg, floor):.3f} "
             f"| {seg.cpu_seconds / floor.cpu_seconds:.3f} | {_mib(seg.peak_rss_mib)} |"
         )
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import torch
 
 MAX_BUFFERS = 64
 """Buffers kept per set; the least recently used one goes first. Post-processing uses the canvas
-and six per part (:mod:`scclip_cli.parts`), so every buffer is reused with up to eight parts."""
+and seven per part (:mod:`scclip_cli.parts`), so every buffer is reused with up to eight parts."""
 
 
 class Workspace:
