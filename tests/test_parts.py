@@ -1,6 +1,8 @@
 """Post-processing split into parts that run at once: the same results, one intra-op thread each."""
 
 import contextlib
+import os
+import signal
 import threading
 import time
 from itertools import pairwise
@@ -85,6 +87,22 @@ def test_a_failed_part_is_raised_only_when_no_part_runs(threads):
         threads.run([failing, slow])
     assert finished.is_set()  # nothing still writes into buffers the next image reuses
     assert threads.run([lambda: 1, lambda: 2]) == [1, 2]  # the threads still work
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_threads_of_its_own(threads):
+    threads.run([lambda: 1, lambda: 2])  # the parent's threads are up
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: none of the parent's threads exist here
+        signal.alarm(30)  # a hang kills the child, which fails the test
+        try:
+            os.write(write, bytes(threads.run([lambda: 3, lambda: 4])))
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 2) == bytes([3, 4]) and status == 0
 
 
 def _canvas(patches, workspace):

@@ -19,6 +19,7 @@ two parts (0.36 to 0.41 CPU-s). The canvas build gains little from parts: its pa
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -75,13 +76,14 @@ class PartThreads:
             raise ValueError(f"count must be at least 1, got {count}")
         self.count = count
         self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0  # the process that started the pool: a forked child has none of its threads
         self._lock = threading.Lock()
 
     def _started(self) -> ThreadPoolExecutor:
         import torch
 
         with self._lock:
-            if self._pool is None:
+            if self._pool is None or self._pid != os.getpid():
                 callers_threads = torch.get_num_threads()
                 pool = ThreadPoolExecutor(self.count, "scclip-part", initializer=_one_thread)
                 # Start every thread now (each waits at the barrier until all are up), then give
@@ -92,7 +94,7 @@ class PartThreads:
                 for future in started:
                     future.result()
                 torch.set_num_threads(callers_threads)
-                self._pool = pool
+                self._pool, self._pid = pool, os.getpid()
             return self._pool
 
     def run(self, parts: Sequence[Callable[[], T]]) -> list[T]:
