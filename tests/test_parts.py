@@ -18,6 +18,7 @@ from scclip_cli.segmenter import Segmenter
 from scclip_cli.sliding_window import WindowCanvas, channel_groups, channel_parts, windows
 from scclip_cli.text_embeddings import QueryEmbeddings
 from scclip_cli.workspace import Workspace
+from torch_threads import torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -112,18 +113,6 @@ def _canvas(patches, workspace):
     return canvas
 
 
-@contextlib.contextmanager
-def one_thread():
-    """The parts' intra-op thread count, for the steps run in order: some element-wise kernels
-    (``exp2``) round the elements a thread's share ends with differently (in the last bit)."""
-    callers = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(callers)
-
-
 @pytest.mark.parametrize("queries", [7, 150])
 @pytest.mark.parametrize("tile_pixels", [2 * 397, 100])  # whole rows; parts of rows
 def test_parts_change_no_output_bit(threads, queries, tile_pixels):
@@ -137,7 +126,7 @@ def test_parts_change_no_output_bit(threads, queries, tile_pixels):
     results = []
     for runner in (IN_ORDER, PartThreads(2), threads):
         work = Workspace(per_thread=False)
-        with one_thread() if runner is IN_ORDER else contextlib.nullcontext():
+        with torch_threads(1) if runner is IN_ORDER else contextlib.nullcontext():
             canvas = _canvas(patches, work)
             canvas.build(runner)
             average = canvas.rows(0, 150).clone()
@@ -178,7 +167,7 @@ def test_a_segmenter_post_processes_in_parts_with_the_same_results(segmenter, mo
     segmenter.parts = PartThreads(2)
     in_parts = list(segmenter.segment_many(images))
     segmenter.parts = IN_ORDER
-    with one_thread():
+    with torch_threads(1):  # the parts' count
         in_order = list(segmenter.segment_many(images))
     for a, b in zip(in_parts, in_order, strict=True):
         assert np.array_equal(a.labels, b.labels)

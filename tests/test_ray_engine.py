@@ -7,7 +7,6 @@ when Ray is not installed. Workers run the tiny random-weight model on CPU.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ from PIL import Image
 from scclip_cli.cli.app import main
 from scclip_cli.errors import UsageError
 from scclip_cli.ray_engine import CONTROL_GROUP, RayOptions, import_ray, ray_options_from_cli
+from torch_threads import torch_threads
 
 TINY: dict[str, Any] = {"model": "scclip-tiny", "pretrained": "random:7", "device": "cpu"}
 WINDOWS: dict[str, Any] = {"short_side": 32, "crop": 32, "stride": 16}
@@ -30,7 +30,7 @@ WINDOWS: dict[str, Any] = {"short_side": 32, "crop": 32, "stride": 16}
 FAST: dict[str, Any] = {**WINDOWS, "batch_size": 1}
 """...and one crop per forward pass. Byte-equal outputs need the same arithmetic on both engines:
 the same batches (Ray groups images by task, so one crop per batch) and the same number of torch
-threads (a worker has one per CPU reserved, one here; see :func:`one_thread`), since both change
+threads (a worker has one per CPU reserved, one here; see ``torch_threads``), since both change
 the order in which matrix products sum, hence their last float bits."""
 CLASSES = "background\ncat, kitten\ndog\ngrass\n"
 RAY_ENV = {
@@ -63,19 +63,6 @@ def ray_instance() -> Iterator[Any]:
             ray.shutdown()
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """The local engine with one torch thread, as a Ray worker with one CPU has."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Every kind of image (three unreadable) and the local engine's outputs for them."""
@@ -89,7 +76,7 @@ def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     vocab = root / "classes.txt"
     vocab.write_text(CLASSES, encoding="utf-8")
     local = root / "local"
-    with one_thread():
+    with torch_threads(1):
         summary = segment([images], vocab, local, quiet=True, overlay=True, **TINY, **FAST)
     assert (summary.done, summary.failed) == (len(zoo.sizes), len(zoo.failing))
     return {"zoo": zoo, "images": images, "vocab": vocab, "local": local}
@@ -434,7 +421,7 @@ def test_eval_on_ray_equals_local_eval_exactly(
         "progress": False,
         **TINY,
     }
-    with one_thread():
+    with torch_threads(1):
         local = evaluate(save_pred=tmp_path / "local_pred", **common)
     on_ray = evaluate_on_ray(
         ray_options=RayOptions(workers=2, images_per_task=2),
