@@ -208,9 +208,9 @@ class WindowCanvas:
         total = self.workspace.empty("canvas", shape, device=self.device)
         window_pixels = max((y2 - y1) * (x2 - x1) for (y1, y2, x1, x2), _, _ in self._windows)
         # Each cell takes its first window's scores as they are (no zeroed canvas to add them to),
-        # then adds the others in window order, then is divided by its coverage: the same sums and
-        # quotients as zeros plus every window, divided by the count (x / 1, x / 2, x / 4 are exact
-        # as they stand, as * 1, * 0.5, * 0.25).
+        # then adds the others in window order, then is divided by its coverage: the same bits as
+        # zeros plus every window, divided by the count (a cell covered once is left as it is;
+        # dividing by 2, 4 or 8 is multiplying by 0.5, 0.25 or 0.125, both exact scalings).
         window_cells, cells = self._cells()
 
         def build_channels(part: int, groups: list[tuple[int, int]]) -> None:
