@@ -113,19 +113,6 @@ def channel_parts(
     return plan
 
 
-class _Cell(NamedTuple):
-    """A rectangle of the canvas that every window covers wholly or not at all."""
-
-    y1: int
-    y2: int
-    x1: int
-    x2: int
-    first: bool
-    """Its first window (in :meth:`WindowCanvas._cells`'s per-window lists)."""
-    coverage: int
-    """Windows covering it (in the list of every cell)."""
-
-
 class WindowCanvas:
     """Accumulates per-window scores into an image-sized canvas and averages the overlaps.
 
@@ -182,24 +169,21 @@ class WindowCanvas:
         if self._average is None:
             self._average = self._build(runner or IN_ORDER)
 
-    def _cells(self) -> tuple[list[list[_Cell]], list[_Cell]]:
-        """The canvas cut along every window edge: for each window, the cells it covers (``first``:
-        no earlier window covers them), and every cell (``first`` unused) with its coverage."""
+    def _cells(self) -> tuple[list[list[tuple[Window, bool]]], list[tuple[Window, int]]]:
+        """The canvas cut along every window edge into cells that each window covers wholly or
+        not at all: for each window, its cells and whether it is the first to cover each; and
+        every cell with the number of windows covering it."""
         ys = sorted({y for (y1, y2, _, _), _, _ in self._windows for y in (y1, y2)})
         xs = sorted({x for (_, _, x1, x2), _, _ in self._windows for x in (x1, x2)})
-        grid = [(ya, yb, xa, xb) for ya, yb in pairwise(ys) for xa, xb in pairwise(xs)]
-        seen: set[tuple[int, int]] = set()
+        grid = [Window(ya, yb, xa, xb) for ya, yb in pairwise(ys) for xa, xb in pairwise(xs)]
+        seen: set[Window] = set()
         per_window = []
         for (y1, y2, x1, x2), _, _ in self._windows:
-            cells = []
-            for ya, yb, xa, xb in grid:
-                if y1 <= ya and yb <= y2 and x1 <= xa and xb <= x2:
-                    cells.append(_Cell(ya, yb, xa, xb, (ya, xa) not in seen, 0))
-                    seen.add((ya, xa))
-            per_window.append(cells)
-        counts = self.count[[c[0] for c in grid], [c[2] for c in grid]].tolist() if grid else []
-        everything = [_Cell(*c, False, int(n)) for c, n in zip(grid, counts, strict=True)]
-        return per_window, everything
+            inside = [c for c in grid if y1 <= c.y1 and c.y2 <= y2 and x1 <= c.x1 and c.x2 <= x2]
+            per_window.append([(cell, cell not in seen) for cell in inside])
+            seen.update(inside)
+        counts = self.count[[c.y1 for c in grid], [c.x1 for c in grid]].tolist() if grid else []
+        return per_window, [(cell, int(n)) for cell, n in zip(grid, counts, strict=True)]
 
     def _build(self, runner: PartRunner) -> torch.Tensor:
         if bool((self.count == 0).any()):
@@ -237,19 +221,19 @@ class WindowCanvas:
                         values = out[0].permute(1, 2, 0)  # [h, w, Q']
                     else:
                         values = scores[a:b].permute(1, 2, 0)
-                    for cell in covered:
-                        target = total[cell.y1 : cell.y2, cell.x1 : cell.x2, a:b]
-                        source = values[cell.y1 - y1 : cell.y2 - y1, cell.x1 - x1 : cell.x2 - x1]
-                        if cell.first:
+                    for (ya, yb, xa, xb), first in covered:
+                        target = total[ya:yb, xa:xb, a:b]
+                        source = values[ya - y1 : yb - y1, xa - x1 : xb - x1]
+                        if first:
                             target.copy_(source)
                         else:
                             target += source
-            for cell in cells:
-                target = total[cell.y1 : cell.y2, cell.x1 : cell.x2, c0:c1]
-                if cell.coverage in (2, 4, 8):
-                    target.mul_(1 / cell.coverage)
-                elif cell.coverage != 1:
-                    target.div_(self.count[cell.y1 : cell.y2, cell.x1 : cell.x2, None])
+            for (ya, yb, xa, xb), coverage in cells:
+                target = total[ya:yb, xa:xb, c0:c1]
+                if coverage in (2, 4, 8):
+                    target.mul_(1 / coverage)
+                elif coverage != 1:
+                    target.div_(self.count[ya:yb, xa:xb, None])
 
         plan = channel_parts(self.channels, runner.count)
         runner.run([partial(build_channels, i, groups) for i, groups in enumerate(plan)])
