@@ -228,7 +228,7 @@ class Segmenter:
             from scclip_cli.image_io import read_image_rgb
 
             image = read_image_rgb(image)
-        return self._finish(next(self._scored_jobs([image])))  # nothing to overlap with
+        return next(iter(self.segment_many([image])))
 
     def segment_many(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[Segmentation]:
         """Segment images in order, batching crops across images.
