@@ -3,8 +3,12 @@
 The reference upsamples the whole ``[Q, H, W]`` score tensor to the original size and then takes the
 argmax. Here each tile of output pixels is upsampled, turned into class probabilities and reduced to
 a label and a confidence before the next, so memory grows with ``Q × tile`` rather than ``Q × H × W``.
-The averaged scores themselves are read a band of rows at a time (:class:`ScoreRows`), so a
-:class:`~scclip_cli.sliding_window.WindowCanvas` never materialises ``[Q, h, w]`` either.
+
+Tiles come from a :class:`Resizer`: the windows' patch scores go straight to the original size when
+they form a full grid (:mod:`scclip_cli.window_resize`, the segmenter's usual case, several times
+cheaper); scores at the resized size (a built :class:`~scclip_cli.sliding_window.WindowCanvas`,
+PAMR's output, any ``[Q, h, w]`` tensor) are read a band of rows at a time by
+:class:`BilinearResizer`. The notes below are about the latter; the steps after the tiles are shared.
 
 The bilinear taps are PyTorch's ``interpolate(mode="bilinear", align_corners=False)``: source
 position ``(dst + 0.5) · in / out − 0.5`` clamped at 0, and each output is
@@ -25,6 +29,9 @@ How it is made fast (the result is the reference's up to float rounding):
   (:data:`CPU_TILE_ELEMENTS`), in reused buffers.
 * The confidence needs no full softmax: with the best query known, it is
   ``1 / sum_q 2^(l_q − l_best)`` for logits ``l`` in base 2 (``2^x`` costs about half of ``e^x``).
+* Where every score's magnitude is known to be small enough (window patch scores), the
+  confidence is ``2^l_best / sum_q 2^l_q`` with no shift by ``l_best`` (nothing can overflow):
+  one pass less.
 * Each step runs in parts (bands of rows, runs of whole chunks) given to a
   :class:`~scclip_cli.parts.PartRunner`; chunks and tiles are the same however the work is split,
   so the parts change no bit of the result (at the same intra-op thread count: PyTorch's
@@ -58,6 +65,7 @@ import torch
 from scclip_cli.config import ProtocolConfig
 from scclip_cli.parts import IN_ORDER, PartRunner, split_range
 from scclip_cli.sliding_window import BilinearTaps, WindowCanvas, bilinear_taps
+from scclip_cli.window_resize import WindowPatches, WindowResizer, fits
 from scclip_cli.workspace import Workspace
 
 TILE_ELEMENTS = 1 << 24
@@ -160,6 +168,32 @@ class BilinearResizer:
         else:
             self.tile_h, self.tile_w = 1, max(1, tile_elements // source.channels)
         self.chunk_rows = min(source.height, max(2, CHUNK_TILES * tile_elements // row))
+        self.channels, self.device = source.channels, source.device
+        self.tile_elements = tile_elements
+        self.bound: float | None = None
+        """Unknown (finding it would take a pass over the scores)."""
+        self._cell_best: torch.Tensor | None = None
+
+    def prepare(self, runner: PartRunner = IN_ORDER) -> None:
+        """Find each source pixel's first best query (:func:`source_best_query`, in parts run by
+        ``runner``) for :meth:`known_best`."""
+        countdown = torch.arange(self.channels, 0, -1, dtype=torch.float32, device=self.device)
+        best = source_best_query(self.source, countdown, self.tile_elements, self.workspace, runner)
+        self._cell_best = shared_cell_best(best)
+
+    def known_best(self, rows: slice, cols: slice) -> torch.Tensor:
+        """``[n]`` int64: the best query of each pixel of the tile ``[rows, cols]`` (row-major)
+        where the four source pixels it is blended from share their first best query, else -1
+        (:meth:`prepare` first).
+
+        Such a pixel's score for that query blends the largest source scores with non-negative
+        weights, and rounding keeps that order, so it is the pixel's first best query too.
+        """
+        if self._cell_best is None:
+            self.prepare()
+        assert self._cell_best is not None
+        index = self._cell_best.index_select(0, self.row_taps.lo[rows])
+        return index.index_select(1, self.col_taps.lo[cols]).reshape(-1)
 
     def _column_pass(self, r0: int, r1: int, out: torch.Tensor) -> torch.Tensor:
         """Source rows ``r0:r1`` interpolated to the output width: ``[r1 - r0, W · C]``, written
@@ -345,8 +379,80 @@ def shared_cell_best(best: torch.Tensor) -> torch.Tensor:
     return torch.where(shared, best, -1)
 
 
+class Resizer(Protocol):
+    """Upsampled scores at the original size, tile by tile: :class:`BilinearResizer` (from scores
+    at the resized size) or :class:`~scclip_cli.window_resize.WindowResizer` (from window patch
+    scores)."""
+
+    channels: int
+    device: torch.device
+    out_height: int
+    out_width: int
+    tile_h: int
+    tile_w: int
+    bound: float | None
+    """A bound on the magnitude of every value (before the scale), or ``None`` if unknown."""
+
+    def prepare(self, runner: PartRunner = IN_ORDER) -> None:
+        """Work shared by all tiles, in parts run by ``runner``."""
+        ...
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of runs of whole tile rows, in order, the same however the work is
+        split; parts take contiguous runs of them."""
+        ...
+
+    def tiles(
+        self,
+        scale: float = 1.0,
+        rows_wanted: list[bool] | None = None,
+        chunks: list[tuple[int, int]] | None = None,
+        part: int = 0,
+    ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+        """``(rows, cols, values)`` tiles of ``[rows, cols, Q]`` values × ``scale``."""
+        ...
+
+    def known_best(self, rows: slice, cols: slice) -> torch.Tensor:
+        """``[n]`` int64 first best query of each pixel of a tile where it is known without
+        comparing queries, else -1."""
+        ...
+
+
+def make_resizer(
+    scores: torch.Tensor | ScoreRows | WindowPatches,
+    out_height: int,
+    out_width: int,
+    order: torch.Tensor | None,
+    tile_elements: int,
+    workspace: Workspace,
+    runner: PartRunner = IN_ORDER,
+) -> Resizer:
+    """The resizer for ``scores``, with the queries in ``order`` (``[Q]`` int64; ``None``: as
+    they are).
+
+    A :class:`~scclip_cli.sliding_window.WindowCanvas` that holds a full grid of window patch
+    scores goes straight from the patches (:class:`~scclip_cli.window_resize.WindowResizer`)
+    unless its patch rows would not :func:`~scclip_cli.window_resize.fits`; otherwise the canvas
+    is built (in parts run by ``runner``) and read by rows.
+    """
+    if isinstance(scores, WindowCanvas):
+        patches = scores.window_patches()
+        if patches is not None and fits(patches, out_width):
+            scores = patches
+        else:
+            scores.build(runner)
+    if isinstance(scores, WindowPatches):
+        if order is not None:
+            scores = scores.with_channels(order)
+        return WindowResizer(scores, out_height, out_width, tile_elements, workspace)
+    source: ScoreRows = TensorRows(scores) if isinstance(scores, torch.Tensor) else scores
+    if order is not None:
+        source = _Reordered(source, order)
+    return BilinearResizer(source, out_height, out_width, tile_elements, workspace)
+
+
 def labels_from_scores(
-    scores: torch.Tensor | ScoreRows,
+    scores: torch.Tensor | ScoreRows | WindowPatches,
     out_height: int,
     out_width: int,
     query_class: torch.Tensor,
@@ -360,7 +466,9 @@ def labels_from_scores(
 
     Args:
         scores: ``[Q, h, w]`` float32 cosine scores at the resized size, or the same served by
-            rows (:class:`ScoreRows`, e.g. a :class:`~scclip_cli.sliding_window.WindowCanvas`).
+            rows (:class:`ScoreRows`, e.g. a :class:`~scclip_cli.sliding_window.WindowCanvas`),
+            or window patch scores (:class:`~scclip_cli.window_resize.WindowPatches`; see
+            :func:`make_resizer`).
         query_class: ``[Q]`` int64 class of each query.
         tile_elements: bound on ``Q × tile pixels``; default :func:`default_tile_elements`.
         workspace: where the scratch buffers come from (reused across images); default fresh.
@@ -370,25 +478,27 @@ def labels_from_scores(
     Returns:
         labels ``[H, W]`` int32 and confidence ``[H, W]`` float32 on the scores' device.
     """
-    source: ScoreRows = TensorRows(scores) if isinstance(scores, torch.Tensor) else scores
-    if isinstance(source, WindowCanvas):
-        source.build(runner)
-    device = source.device
+    device = scores.device
     if tile_elements is None:
         tile_elements = default_tile_elements(device)
-    q = source.channels
+    q = int(scores.shape[0]) if isinstance(scores, torch.Tensor) else scores.channels
     query_class = query_class.to(device)
     # Queries in class order (stable): the first best query then lies in the smallest best class,
     # the reference's argmax over the synonym maxima.
     order = torch.argsort(query_class, stable=True)
     identity = torch.arange(q, device=device)
-    if not torch.equal(order, identity):
-        source = _Reordered(source, order)
+    if torch.equal(order, identity):
+        resizer_order = None
+    else:
+        resizer_order = order
         query_class = query_class[order]
     to_class = None if torch.equal(query_class, identity) else query_class  # query → class
     countdown = torch.arange(q, 0, -1, dtype=torch.float32, device=device)
     workspace = workspace or Workspace()
-    resizer = BilinearResizer(source, out_height, out_width, tile_elements, workspace)
+    resizer = make_resizer(
+        scores, out_height, out_width, resizer_order, tile_elements, workspace, runner
+    )
+    resizer.prepare(runner)
     labels = torch.empty(out_height, out_width, dtype=torch.int32, device=device)  # K < 2^31
     confidence = torch.empty(out_height, out_width, dtype=torch.float32, device=device)
     tile_size = resizer.tile_h * resizer.tile_w * q
@@ -397,12 +507,6 @@ def labels_from_scores(
     for chunk in resizer.chunks():
         chunk_parts[chunk[0] * runner.count // out_height].append(chunk)
     chunk_parts = [chunks for chunks in chunk_parts if chunks]
-    # An output pixel whose four bilinear sources share their first best query q has it too: its
-    # score for q blends the largest source scores with non-negative weights, and rounding keeps
-    # that order. Only the pixels of the other source cells need the argmax over queries.
-    cell_best = shared_cell_best(
-        source_best_query(source, countdown, tile_elements, workspace, runner)
-    )
 
     def best_queries(
         rows: slice,
@@ -412,9 +516,9 @@ def labels_from_scores(
         scratch: torch.Tensor,
     ) -> torch.Tensor:
         """``[n]`` int64 first best query of each pixel of a tile (``logits``: ``[n, Q]``, left
-        as they are; ``straddling`` and ``scratch``: buffers of a tile's size)."""
-        index = cell_best.index_select(0, resizer.row_taps.lo[rows])
-        index = index.index_select(1, resizer.col_taps.lo[cols]).view(-1)
+        as they are; ``straddling`` and ``scratch``: buffers of a tile's size): known where the
+        resizer knows it, else compared."""
+        index = resizer.known_best(rows, cols)
         others = torch.nonzero(index < 0)[:, 0]
         if others.numel():
             subset = torch.index_select(
@@ -422,6 +526,12 @@ def labels_from_scores(
             )
             index[others] = _first_best(subset, countdown, scratch)
         return index
+
+    # Where every |score| <= bound is known, 2^l needs no shift by the best logit when neither
+    # 2^(bound × scale) × Q overflows nor 2^(-bound × scale) leaves the normal floats (the
+    # margins cover rounding): one pass less over each tile.
+    scaled_bound = None if resizer.bound is None else resizer.bound * protocol.logit_scale * LOG2_E
+    unshifted = scaled_bound is not None and scaled_bound * 1.001 + math.log2(q) + 2 < 125
 
     def run_rows(
         part: int,
@@ -442,10 +552,14 @@ def labels_from_scores(
             if keep is None:
                 flat = logits.view(-1, q)
                 index = best_queries(rows, cols, flat, straddling, scratch)
-                # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no max
-                # over the queries is needed (the best query is known)
-                flat.sub_(flat.gather(1, index[:, None])).exp2_()
-                best = flat.sum(1).reciprocal_()
+                if unshifted:
+                    # p_best = 2^l_best / sum_q 2^l_q: no term can overflow or underflow
+                    best = flat.exp2_().gather(1, index[:, None])[:, 0].div_(flat.sum(1))
+                else:
+                    # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no
+                    # max over the queries is needed (the best query is known)
+                    flat.sub_(flat.gather(1, index[:, None])).exp2_()
+                    best = flat.sum(1).reciprocal_()
             else:
                 best, index = _best_query(logits, keep, countdown, scratch)
             labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)

@@ -7,9 +7,10 @@
 
 Data flow for each image: resize (short side) → normalise → sliding windows → batches of crops
 through :class:`~scclip_cli.dense_features.DenseFeatureExtractor` → cosine scores against the query
-embeddings → overlap averaging → tiled upsampling and post-processing
-(:mod:`scclip_cli.postprocess`). Crops of several images share batches; each crop keeps its own
-statistics, so outputs do not depend on the batch size.
+embeddings → overlap averaging and upsampling to the original size as one linear map, tile by
+tile (:mod:`scclip_cli.window_resize`) → post-processing (:mod:`scclip_cli.postprocess`). Crops of
+several images share batches; each crop keeps its own statistics, so outputs do not depend on the
+batch size.
 """
 
 from __future__ import annotations

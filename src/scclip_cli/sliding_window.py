@@ -19,6 +19,7 @@ from scclip_cli.workspace import Workspace
 
 if TYPE_CHECKING:
     from scclip_cli.parts import PartRunner
+    from scclip_cli.window_resize import WindowPatches
 
 
 class Window(NamedTuple):
@@ -162,6 +163,21 @@ class WindowCanvas:
         y1, y2, x1, x2 = window
         self._windows.append((window, scores, is_patches))
         self.count[y1:y2, x1:x2] += 1
+
+    def window_patches(self) -> WindowPatches | None:
+        """The windows' patch scores as a :class:`~scclip_cli.window_resize.WindowPatches` grid,
+        for post-processing straight from them, or ``None`` when the canvas was read already,
+        holds pixel scores (:meth:`add`) or its windows are not a full grid."""
+        from scclip_cli.window_resize import WindowPatches
+
+        if self._average is not None or not all(is_patches for _, _, is_patches in self._windows):
+            return None
+        return WindowPatches.from_windows(
+            self.height,
+            self.width,
+            [w for w, _, _ in self._windows],
+            [s for _, s, _ in self._windows],
+        )
 
     def build(self, runner: PartRunner | None = None) -> None:
         """Build the averaged canvas now (else on the first read), in parts of channels run by

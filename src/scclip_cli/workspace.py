@@ -19,8 +19,9 @@ from typing import Any
 import torch
 
 MAX_BUFFERS = 64
-"""Buffers kept per set; the least recently used one goes first. Post-processing uses the canvas
-and seven per part (:mod:`scclip_cli.parts`), so every buffer is reused with up to eight parts."""
+"""Buffers kept per set; the least recently used one goes first. Post-processing from window
+patches uses one and six per part (:mod:`scclip_cli.parts`), the canvas route one and seven per
+part, so every buffer of either is reused with up to eight parts."""
 
 
 class Workspace:
