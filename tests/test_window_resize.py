@@ -71,8 +71,8 @@ def test_values_are_the_canvas_resized(h, w, crop, stride, grid, out_h, out_w, t
 
 
 def test_each_output_position_blends_a_short_run_of_patches_with_weights_summing_to_one():
-    spans = [(0, 112), (56, 168), (88, 200)]  # the last window flush with the border
-    m = axis_map(397, 200, spans, [7, 7, 7])
+    spans = ((0, 112), (56, 168), (88, 200))  # the last window flush with the border
+    m = axis_map(397, 200, spans, (7, 7, 7))
     centres = [s + (a + 0.5) * (e - s) / 7 for k, a in m.patches for s, e in [spans[k]]]
     assert centres == sorted(centres)
     torch.testing.assert_close(m.weights.sum(1), torch.ones(397, dtype=torch.float64))
@@ -82,6 +82,7 @@ def test_each_output_position_blends_a_short_run_of_patches_with_weights_summing
     for y in range(397):
         nonzero = {int(m.start[y]) + s for s in range(m.weights.shape[1]) if m.weights[y, s] != 0}
         assert set(m.reached[y].tolist()) == nonzero
+    assert torch.equal(m.reached_sets[m.reached_set], m.reached)
 
 
 @pytest.mark.parametrize(("h", "w", "crop", "stride", "grid", "out_h", "out_w"), GEOMETRIES)

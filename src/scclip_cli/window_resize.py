@@ -38,6 +38,7 @@ the canvas's size for a 12-megapixel photo; :func:`fits` sends larger images to 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -134,14 +135,22 @@ class AxisMap:
     reached: torch.Tensor
     """``[out, m]`` int64: the patch positions read with a non-zero weight, the last of them
     repeated to fill the row."""
+    reached_sets: torch.Tensor
+    """``[n, m]`` int64: the distinct rows of :attr:`reached`."""
+    reached_set: torch.Tensor
+    """``[out]`` int64: which of :attr:`reached_sets` each output position reads."""
 
 
+@functools.lru_cache(maxsize=16)
 def axis_map(
-    out_size: int, resized_size: int, spans: Sequence[tuple[int, int]], grids: Sequence[int]
+    out_size: int, resized_size: int, spans: tuple[tuple[int, int], ...], grids: tuple[int, ...]
 ) -> AxisMap:
     """The :class:`AxisMap` of an axis: ``out_size`` output positions resized (bilinear) from
     ``resized_size``, covered by windows ``spans`` whose ``grids`` patches are upsampled to them
-    (bilinear) and averaged where windows overlap."""
+    (bilinear) and averaged where windows overlap.
+
+    Kept for the last few geometries (images of a folder often share their size); treat the
+    tensors as read-only."""
     centres = [
         ((s + (a + 0.5) * (e - s) / g), k, a)
         for k, ((s, e), g) in enumerate(zip(spans, grids, strict=True))
@@ -177,7 +186,8 @@ def axis_map(
     reached = torch.where(weights != 0, columns, -1)
     reached = torch.cummax(reached, dim=1).values
     reached = torch.where(reached < 0, reached.max(1, keepdim=True).values, reached)
-    return AxisMap(patches, start, weights, reached)
+    sets, which = torch.unique(reached, dim=0, return_inverse=True)
+    return AxisMap(patches, start, weights, reached, sets, which)
 
 
 class WindowResizer:
@@ -199,10 +209,13 @@ class WindowResizer:
         self.channels, self.device = patches.channels, patches.device
         grid = patches.grid
         self.rows = axis_map(
-            out_height, patches.height, patches.row_spans, [int(row[0].shape[0]) for row in grid]
+            out_height,
+            patches.height,
+            patches.row_spans,
+            tuple(int(row[0].shape[0]) for row in grid),
         )
         self.cols = axis_map(
-            out_width, patches.width, patches.col_spans, [int(s.shape[1]) for s in grid[0]]
+            out_width, patches.width, patches.col_spans, tuple(int(s.shape[1]) for s in grid[0])
         )
         # Whole output rows when enough fit in a tile; else blocks of MIN_TILE_ROWS rows.
         self.tile_h = min(
@@ -220,12 +233,11 @@ class WindowResizer:
         (columns) form a group, ``[H]`` (``[W]``) int64; ``table[row_group, col_group]`` is the
         first best query shared by every patch cell the pixels of those groups reach, or -1."""
         best = self._patch_best()
-        row_sets, row_group = torch.unique(self.rows.reached, dim=0, return_inverse=True)
-        col_sets, col_group = torch.unique(self.cols.reached, dim=0, return_inverse=True)
-        cells = best[row_sets.to(self.device)][:, :, col_sets.to(self.device)]  # [r, m, c, n]
-        high, low = cells.amax(dim=(1, 3)), cells.amin(dim=(1, 3))
+        rows, cols = self.rows, self.cols
+        cells = best[rows.reached_sets.to(self.device)][:, :, cols.reached_sets.to(self.device)]
+        high, low = cells.amax(dim=(1, 3)), cells.amin(dim=(1, 3))  # cells: [r, m, c, n]
         table = torch.where(high == low, high, -1)
-        return table, row_group.to(self.device), col_group.to(self.device)
+        return table, rows.reached_set.to(self.device), cols.reached_set.to(self.device)
 
     def _patch_best(self) -> torch.Tensor:
         """``[G_rows, G_cols]`` int64: the first best query of every patch cell, by patch positions
