@@ -54,7 +54,6 @@ MAX_CANVAS_RATIO = 2.0
 """The patch rows may take at most this many times the memory of the resized canvas
 (``h × w × Q``) they replace; larger (very wide) outputs take the canvas route."""
 
-
 MIN_TILE_ROWS = 8
 """Output rows per tile at least: a tile reads about six patch rows (of its columns), so tiles of
 one wide row would read six times what they write (4000 × 3000 with 150 queries on two cores:
@@ -273,21 +272,23 @@ class WindowResizer:
     def _fill(self, part: int, runs: dict[int, list[int]], row_of: list[torch.Tensor]) -> None:
         """Patch rows ``runs[i]`` (consecutive) of each window row ``i`` into :attr:`_values`:
         each window of the row upsampled along its columns, the windows averaged where they
-        overlap, the result resized to the output width."""
+        overlap, each row resized to the output width."""
         assert self._values is not None
         p, q = self.patches, self.channels
         xs = sorted({x for span in p.col_spans for x in span})
         cells = list(pairwise(xs))
         coverage = [sum(x1 <= xa and xb <= x2 for x1, x2 in p.col_spans) for xa, xb in cells]
+        rows_most = max(len(patch_rows) for patch_rows in runs.values()) if runs else 0
         widest = max(x2 - x1 for x1, x2 in p.col_spans)
+        averaged = self.workspace.empty(
+            f"patch rows averaged:{part}", (rows_most * p.width * q,), device=self.device
+        )
+        upsampled = self.workspace.empty(
+            f"patch rows window:{part}", (rows_most * widest * q,), device=self.device
+        )
         for i, patch_rows in runs.items():
             a0, n = patch_rows[0], len(patch_rows)
-            resized = self.workspace.empty(
-                f"patch rows resized:{part}", (n, p.width, q), device=self.device
-            )
-            upsampled = self.workspace.empty(
-                f"patch rows window:{part}", (n * widest * q,), device=self.device
-            )
+            resized = averaged[: n * p.width * q].view(n, p.width, q)
             seen: set[int] = set()
             for (x1, x2), scores in zip(p.col_spans, p.grid[i], strict=True):
                 window = _resize_width(scores[a0 : a0 + n], x2 - x1, upsampled)
@@ -303,11 +304,9 @@ class WindowResizer:
             for (xa, xb), count in zip(cells, coverage, strict=True):
                 if count > 1:
                     resized[:, xa:xb].div_(count)
-            band = self.workspace.empty(
-                f"patch rows band:{part}", (n * self.out_width * q,), device=self.device
-            )
-            out = _resize_width(resized, self.out_width, band)
-            self._values.index_copy_(0, row_of[i][a0 : a0 + n].to(self.device), out.view(n, -1))
+            for a in range(n):  # each straight into its row (the rows are in centre order)
+                row = self._values[int(row_of[i][a0 + a])]
+                _resize_width(resized[a : a + 1], self.out_width, row)
 
     def chunks(self) -> list[tuple[int, int]]:
         """``(start, stop)`` of each run of :attr:`tile_h` output rows (one row of tiles)."""

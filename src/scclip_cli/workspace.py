@@ -20,7 +20,7 @@ import torch
 
 MAX_BUFFERS = 64
 """Buffers kept per set; the least recently used one goes first. Post-processing from window
-patches uses one and six per part (:mod:`scclip_cli.parts`), the canvas route one and seven per
+patches uses one and five per part (:mod:`scclip_cli.parts`), the canvas route one and seven per
 part, so every buffer of either is reused with up to eight parts."""
 
 
