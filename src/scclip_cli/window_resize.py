@@ -38,10 +38,9 @@ the canvas's size for a 12-megapixel photo; :func:`fits` sends larger images to 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from itertools import pairwise
 
 import torch
@@ -140,7 +139,7 @@ class AxisMap:
     """``[out]`` int64: which of :attr:`reached_sets` each output position reads."""
 
 
-@functools.lru_cache(maxsize=16)
+@lru_cache(maxsize=16)
 def axis_map(
     out_size: int, resized_size: int, spans: tuple[tuple[int, int], ...], grids: tuple[int, ...]
 ) -> AxisMap:
