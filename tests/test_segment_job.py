@@ -319,6 +319,23 @@ def test_os_errors_while_writing_fail_that_image_only(
     assert "No space left" in summary.failures[0].reason
 
 
+def test_a_legend_image_that_cannot_be_written_is_reported_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import scclip_cli.mask_io as mask_io
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    make_folder(tmp_path / "imgs", 2)
+    monkeypatch.setattr(mask_io, "write_legend_png", full)
+    summary = run([tmp_path / "imgs"], tmp_path / "out", quiet=False)
+    assert (summary.done, summary.failed, summary.exit_code) == (2, 0, 0)
+    assert (tmp_path / "out" / "legend.json").is_file()
+    assert not (tmp_path / "out" / "legend.png").exists()
+    assert "cannot write" in capsys.readouterr().err
+
+
 # --- shards, stdin, jsonl, options ---------------------------------------------------------------
 
 

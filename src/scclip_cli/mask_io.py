@@ -223,13 +223,21 @@ def write_legend(out_dir: str | os.PathLike[str], class_names: Sequence[str]) ->
     Returns:
         The paths of ``legend.json`` and ``legend.png``.
     """
-    out_dir = Path(out_dir)
-    entries = legend_entries(class_names)
-    json_path = out_dir / "legend.json"
-    png_path = out_dir / "legend.png"
-    atomic_write_json(json_path, entries)
-    _save_png(_legend_image(entries), png_path)
-    return json_path, png_path
+    return write_legend_json(out_dir, class_names), write_legend_png(out_dir, class_names)
+
+
+def write_legend_json(out_dir: str | os.PathLike[str], class_names: Sequence[str]) -> Path:
+    """Write ``legend.json`` (see :func:`write_legend`) into ``out_dir``; return its path."""
+    path = Path(out_dir) / "legend.json"
+    atomic_write_json(path, legend_entries(class_names))
+    return path
+
+
+def write_legend_png(out_dir: str | os.PathLike[str], class_names: Sequence[str]) -> Path:
+    """Write ``legend.png`` (see :func:`write_legend`) into ``out_dir``; return its path."""
+    path = Path(out_dir) / "legend.png"
+    _save_png(_legend_image(legend_entries(class_names)), path)
+    return path
 
 
 def class_statistics(

@@ -193,6 +193,8 @@ class SegmentRun:
         self.todo = jobs if plan.overwrite else self._skip_complete(jobs)
         self.failure_log: FailureLog | None = None
         self.progress: Progress | None = None
+        self.legend_image: LegendImage | None = None
+        """``legend.png`` being written (by :meth:`open`); waited for when the run ends."""
 
     @classmethod
     def open(
@@ -227,6 +229,7 @@ class SegmentRun:
             for i, image in enumerate(plan.images)
         ]
         run = cls(plan, class_names, jobs, reporter=reporter, jsonl_stream=jsonl_stream)
+        run.legend_image = LegendImage(plan.out, class_names)
         remove_stale_temporaries(run.todo)
         return run
 
@@ -331,6 +334,11 @@ class SegmentRun:
     def _finish(self, seconds: float, error: BaseException | None) -> None:
         if self.progress is not None:
             self.progress.close()
+        if self.legend_image is not None:
+            legend_error = self.legend_image.wait()
+            if legend_error is not None:
+                reason = legend_error.strerror or legend_error
+                self.reporter.message(f"cannot write {self.legend_image.path}: {reason}")
         summary = self.summary
         summary.segment_seconds = seconds
         summary.finished_at = time.time()
@@ -358,7 +366,8 @@ class SegmentRun:
 
 
 def prepare_out_dir(out: Path, class_names: tuple[str, ...], *, overwrite: bool) -> None:
-    """Create ``out``, refuse to mix vocabularies in it, and write the legend.
+    """Create ``out``, refuse to mix vocabularies in it, and write ``legend.json`` (``legend.png``
+    is drawn beside the run: :class:`LegendImage`).
 
     A folder whose ``legend.json`` lists other classes holds masks whose indices mean something
     else; resuming into it would mix them, so that needs ``overwrite``.
@@ -374,11 +383,35 @@ def prepare_out_dir(out: Path, class_names: tuple[str, ...], *, overwrite: bool)
             f"now {len(class_names)}); pass --overwrite to redo them or choose another --out folder"
         )
     try:
-        mask_io.write_legend(out, list(class_names))
+        mask_io.write_legend_json(out, list(class_names))
     except OSError as err:
         raise InputError(
             f"cannot write to the output folder {out}: {err.strerror or err}"
         ) from None
+
+
+class LegendImage:
+    """``legend.png`` drawn and written on a thread of its own, so a run does not wait for it
+    (drawing and syncing it took 40 to 100 ms, before the first image could start)."""
+
+    def __init__(self, out: Path, class_names: tuple[str, ...]) -> None:
+        self.path = out / "legend.png"
+        self.error: OSError | None = None
+        self._thread = threading.Thread(
+            target=self._write, args=(out, class_names), name="scclip-legend"
+        )
+        self._thread.start()
+
+    def _write(self, out: Path, class_names: tuple[str, ...]) -> None:
+        try:
+            mask_io.write_legend_png(out, list(class_names))
+        except OSError as err:  # the run's results do not depend on it: reported at the end
+            self.error = err
+
+    def wait(self) -> OSError | None:
+        """Wait until it is written; the error that stopped it, if any."""
+        self._thread.join()
+        return self.error
 
 
 def _legend_class_names(path: Path) -> tuple[str, ...] | None:
