@@ -299,12 +299,14 @@ class Segmenter:
             dense = dense / dense.norm(dim=-1, keepdim=True)
             patch_scores = dense @ self.text.T  # [B, gh, gw, Q]
             for (job, win, _), scores in zip(batch, patch_scores, strict=True):
-                job.canvas.add_patches(win, scores)  # upsampled to the window when read
+                job.canvas.add_patches(win, scores)  # kept as patches until post-processing
                 job.remaining -= 1
 
     def _averaged_scores(self, job: _Job) -> WindowCanvas | torch.Tensor:
-        """Window-averaged scores at the resized size: the canvas itself (read by rows), or, when
-        ``method.pamr_steps > 0``, the ``[Q, h, w]`` float32 tensor refined by PAMR.
+        """Window-averaged scores: the canvas itself (whose window patches post-processing takes
+        straight to the original size, or reads by rows once built: see
+        :func:`~scclip_cli.postprocess.make_resizer`), or, when ``method.pamr_steps > 0``, the
+        ``[Q, h, w]`` float32 tensor at the resized size refined by PAMR.
 
         PAMR runs here, on the resized image, rather than at the original size as in the reference,
         so memory stays bounded (see :mod:`scclip_cli.pamr`).
