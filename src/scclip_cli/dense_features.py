@@ -1,6 +1,7 @@
 """Dense patch features of a CLIP ViT with its last block replaced: SC-CLIP and the baselines.
 
-The first ``L - 1`` blocks of the open_clip vision tower run unchanged; only the last block's
+The first ``L - 1`` blocks of the open_clip vision tower compute what open_clip's do (through
+:func:`scclip_cli.block_forward.block_forward`: QuickGELU in one pass); only the last block's
 ``ln_1`` and attention weights are reused (read through open_clip's stable parameter names:
 ``ln_1``, ``attn.in_proj_weight``, ``attn.in_proj_bias``, ``attn.out_proj``, ``ln_post``, ``proj``).
 Every statistic (anomaly tokens, similarity means) is computed per crop, so batching changes nothing.
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scclip_cli import affinity, anomaly
+from scclip_cli.block_forward import block_forward, feed_forward
 from scclip_cli.config import CalibrationConfig, MethodConfig, check_calibration_depth
 from scclip_cli.errors import ConfigError
 
@@ -141,7 +143,10 @@ class DenseFeatureExtractor(nn.Module):
         """Run the first ``count`` blocks; returns every block output ``[B, T, W]`` (index i = block i+1)."""
         outputs = []
         for block in self.blocks[:count]:
-            x = block(x) if self.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            if self.batch_first:
+                x = block_forward(block, x)
+            else:
+                x = block_forward(block, x.transpose(0, 1)).transpose(0, 1)
             outputs.append(x)
         return outputs
 
@@ -237,7 +242,7 @@ class DenseFeatureExtractor(nn.Module):
             # correlative self-attention: query-query plus key-key, residual and FFN kept
             weights = self._self_softmax(q) + self._self_softmax(k)
             x = tokens + self._merge_heads(weights @ v)
-            x = x + block.mlp(block.ln_2(x))
+            x = x + feed_forward(block, block.ln_2(x))
             return x[:, 1:]
         # clearclip: query-query attention, residual connection and feed-forward removed
         return self._merge_heads(self._self_softmax(q) @ v)[:, 1:]
