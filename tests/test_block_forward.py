@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from open_clip.transformer import QuickGELU, ResidualAttentionBlock
+from open_clip.transformer import QuickGELU, ResidualAttentionBlock, Transformer
 from torch import nn
 
-from scclip_cli.block_forward import block_forward, feed_forward, quick_gelu_linears
+from scclip_cli.block_forward import (
+    block_forward,
+    feed_forward,
+    quick_gelu_linears,
+    transformer_forward,
+)
 
 
 def _block(
@@ -79,3 +84,21 @@ def test_cross_attention_block_runs_its_own_forward():
     with torch.inference_mode():
         block_forward(block, x)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_causal_transformer_matches_open_clip(batch_first):
+    """The text tower's path: every block, with the causal mask."""
+    torch.manual_seed(5)
+    tower = Transformer(32, 3, 4, act_layer=QuickGELU, batch_first=batch_first).eval()
+    with torch.no_grad():
+        for p in tower.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x = torch.randn(3, 9, 32)  # [B, T, W]
+    mask = torch.full((9, 9), float("-inf")).triu(1)
+    with torch.inference_mode():
+        expected = tower(x, attn_mask=mask)
+        got = transformer_forward(tower, x, mask)
+        unmasked = transformer_forward(tower, x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert (unmasked - expected).abs().max() > 1e-2  # the mask is applied

@@ -65,12 +65,28 @@ def is_plain_block(block: Any) -> bool:
     return type(block) is ResidualAttentionBlock and not hasattr(block, "ln_1_kv")
 
 
-def block_forward(block: Any, x: torch.Tensor) -> torch.Tensor:
-    """``block(x)`` (self-attention, no mask) with :func:`feed_forward` for the MLP.
+def block_forward(
+    block: Any, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``block(x, attn_mask=attn_mask)`` (self-attention) with :func:`feed_forward` for the MLP.
 
-    ``x`` is ``[B, T, W]`` or ``[T, B, W]``, as the block's attention expects.
+    ``x`` is ``[B, T, W]`` or ``[T, B, W]``, as the block's attention expects; ``attn_mask``
+    ``[T, T]`` additive, as open_clip's (the text tower's causal mask).
     """
     if not is_plain_block(block) or quick_gelu_linears(block) is None:
-        return block(x)
-    x = x + block.ls_1(block.attention(q_x=block.ln_1(x)))
+        return block(x, attn_mask=attn_mask)
+    x = x + block.ls_1(block.attention(q_x=block.ln_1(x), attn_mask=attn_mask))
     return x + block.ls_2(feed_forward(block, block.ln_2(x)))
+
+
+def transformer_forward(
+    transformer: Any, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """open_clip's ``Transformer.forward`` (inference) with :func:`block_forward` for each block:
+    ``[B, T, W] -> [B, T, W]``."""
+    batch_first = bool(getattr(transformer, "batch_first", True))
+    if not batch_first:
+        x = x.transpose(0, 1)
+    for block in transformer.resblocks:
+        x = block_forward(block, x, attn_mask)
+    return x if batch_first else x.transpose(0, 1)

@@ -129,15 +129,18 @@ def _encode_text_prefix(model, tokens):
 
     The same steps as open_clip's ``CLIP.encode_text`` (token + positional embedding, causal
     transformer, ``ln_final``, the EOT token, ``text_projection``), with the positional embedding and
-    causal mask cut to ``n``. Only valid when :func:`_trimmable` holds and every EOT is within ``n``.
+    causal mask cut to ``n`` and QuickGELU in one pass (:mod:`scclip_cli.block_forward`). Only
+    valid when :func:`_trimmable` holds and every EOT is within ``n``.
     """
     import torch
+
+    from scclip_cli.block_forward import transformer_forward
 
     n = tokens.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)  # [B, n, W]
     x = x + model.positional_embedding[:n].to(cast_dtype)
-    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    x = transformer_forward(model.transformer, x, model.attn_mask[:n, :n])  # QuickGELU fused
     x = model.ln_final(x)  # [B, n, W]
     x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # [B, W] at EOT
     projection: Any = model.text_projection  # Parameter [W, D] or Linear
