@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scclip_cli.errors import UsageError
+from scclip_cli.errors import UsageError, VocabularyError
 from scclip_cli.segment_job import segment
 from scclip_cli.segmenter import Segmentation
 
@@ -278,6 +278,67 @@ def test_another_vocabulary_in_the_same_folder_needs_overwrite(tmp_path: Path) -
     with pytest.raises(UsageError, match="another vocabulary"):
         run([tmp_path / "imgs"], out, other)
     assert run([tmp_path / "imgs"], out, other, overwrite=True).done == 2
+
+
+@pytest.fixture
+def counted_loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """``Segmenter.load`` replaced by one that returns a :class:`FakeSegmenter` for the
+    vocabulary's classes and records each call (the vocabulary argument)."""
+    from scclip_cli.segmenter import Segmenter
+    from scclip_cli.text_embeddings import vocabulary_class_names
+
+    calls: list[tuple[Any, ...]] = []
+
+    def load(vocab: Any, **options: Any) -> FakeSegmenter:
+        calls.append((vocab,))
+        return FakeSegmenter(class_names=vocabulary_class_names(vocab))
+
+    monkeypatch.setattr(Segmenter, "load", staticmethod(load))
+    return calls
+
+
+def test_a_rerun_with_every_image_complete_loads_no_model(
+    tmp_path: Path, counted_loads: list[tuple[Any, ...]]
+) -> None:
+    make_folder(tmp_path / "imgs", 4)
+    out = tmp_path / "out"
+    vocab = tmp_path / "classes.txt"
+    vocab.write_text("background\ncat, kitten\ndog\n", encoding="utf-8")
+    first = segment([tmp_path / "imgs"], vocab, out, quiet=True)
+    assert (first.done, len(counted_loads)) == (4, 1)
+    before = output_bytes(out)
+
+    lines = io.StringIO()
+    again = segment([tmp_path / "imgs"], vocab, out, quiet=True, jsonl_stream=lines)
+    assert len(counted_loads) == 1  # not loaded again
+    assert (again.done, again.skipped, again.failed, again.exit_code) == (0, 4, 0, 0)
+    assert again.class_totals() == first.class_totals()
+    assert [json.loads(line)["status"] for line in lines.getvalue().splitlines()] == ["skipped"] * 4
+    summary = read_json(out / "summary.json")
+    assert summary["status"] == "finished"
+    assert summary["config"]["loaded"] is False
+    assert summary["config"]["class_names"] == ["background", "cat", "dog"]
+    assert output_bytes(out) == before
+
+    (out / "d2" / "img02.json").unlink()  # one image to redo: the model is needed
+    assert segment([tmp_path / "imgs"], vocab, out, quiet=True).done == 1
+    assert len(counted_loads) == 2
+    assert segment([tmp_path / "imgs"], vocab, out, quiet=True, overwrite=True).done == 4
+    assert len(counted_loads) == 3
+
+
+def test_a_folder_of_another_vocabulary_is_refused_before_the_model_loads(
+    tmp_path: Path, counted_loads: list[tuple[Any, ...]]
+) -> None:
+    make_folder(tmp_path / "imgs", 2)
+    out = tmp_path / "out"
+    run([tmp_path / "imgs"], out)  # background, cat, dog
+    with pytest.raises(UsageError, match="another vocabulary"):
+        segment([tmp_path / "imgs"], ["sky", "sea"], out, quiet=True)
+    assert counted_loads == []
+    with pytest.raises(VocabularyError, match="not found"):
+        segment([tmp_path / "imgs"], tmp_path / "missing.txt", out, quiet=True)
+    assert counted_loads == []
 
 
 # --- threads -------------------------------------------------------------------------------------

@@ -376,12 +376,7 @@ def prepare_out_dir(out: Path, class_names: tuple[str, ...], *, overwrite: bool)
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create the output folder {out}: {err.strerror or err}") from None
-    previous = _legend_class_names(out / "legend.json")
-    if previous is not None and previous != class_names and not overwrite:
-        raise UsageError(
-            f"{out} holds results for another vocabulary ({len(previous)} classes in legend.json, "
-            f"now {len(class_names)}); pass --overwrite to redo them or choose another --out folder"
-        )
+    check_same_vocabulary(out, class_names, overwrite=overwrite)
     try:
         mask_io.write_legend_json(out, list(class_names))
     except OSError as err:
@@ -427,6 +422,31 @@ def _legend_class_names(path: Path) -> tuple[str, ...] | None:
     names = [entry.get("name") if isinstance(entry, dict) else entry for entry in data]
     strings = [n for n in names if isinstance(n, str)]
     return tuple(strings) if len(strings) == len(names) else None
+
+
+def check_same_vocabulary(out: Path, class_names: tuple[str, ...], *, overwrite: bool) -> None:
+    """Refuse (:class:`UsageError`) a folder whose ``legend.json`` lists other classes, unless
+    overwriting. Reads only."""
+    previous = _legend_class_names(out / "legend.json")
+    if previous is not None and previous != class_names and not overwrite:
+        raise UsageError(
+            f"{out} holds results for another vocabulary ({len(previous)} classes in legend.json, "
+            f"now {len(class_names)}); pass --overwrite to redo them or choose another --out folder"
+        )
+
+
+def nothing_to_segment(plan: RunPlan, class_names: tuple[str, ...]) -> bool:
+    """Whether a run of ``plan`` for ``class_names`` would only skip: not overwriting, the
+    folder's ``legend.json`` names the same classes, and every image is complete. Such a run
+    needs no model. Reads only; :meth:`SegmentRun.open` checks the folder as usual."""
+    if plan.overwrite or _legend_class_names(plan.out / "legend.json") != class_names:
+        return False
+    wide = len(class_names) > mask_io.MAX_PALETTE_CLASSES
+    return all(
+        read_complete_record(image.outputs(plan.out, overlay=plan.overlay, wide_labels=wide))
+        is not None
+        for image in plan.images
+    )
 
 
 def read_complete_record(outputs: OutputPaths) -> dict[str, Any] | None:

@@ -364,6 +364,22 @@ def _is_cache_path(vocab: str | Path) -> bool:
     return Path(vocab).suffix.lower() == CACHE_SUFFIX
 
 
+def vocabulary_class_names(vocab: str | Path | list[str] | QueryEmbeddings) -> tuple[str, ...]:
+    """The class names ``vocab`` gives, without a model: read from a ``.txt`` class list, a list
+    of class lines or an ``.npz`` cache (not checked against any model here).
+
+    Raises:
+        VocabularyError: the file is missing or not a valid class list or cache.
+    """
+    if isinstance(vocab, QueryEmbeddings):
+        return tuple(vocab.class_names)
+    if isinstance(vocab, list | tuple):
+        return parse_vocabulary(list(vocab)).class_names
+    if _is_cache_path(vocab):
+        return tuple(load_embeddings(vocab).class_names)
+    return read_vocabulary(vocab).class_names
+
+
 def load_vocabulary_embeddings(
     vocab: str | Path | list[str],
     clip: LoadedClip,
