@@ -170,6 +170,29 @@ def test_missing_ray_is_a_usage_error_naming_the_extra(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_rerun_with_every_image_complete_starts_no_ray_session(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    pytest.importorskip("ray")
+    from scclip_cli import ray_engine
+    from scclip_cli.segment_job import segment
+
+    for i in range(2):
+        Image.new("RGB", (20 + i, 16), (40 * i, 90, 200)).save(tmp_path / f"im{i}.png")
+    vocab = tmp_path / "classes.txt"
+    vocab.write_text(CLASSES, encoding="utf-8")
+    out = tmp_path / "out"
+    segment([tmp_path], vocab, out, quiet=True, **TINY, **FAST)
+
+    def no_session(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a Ray session was started")
+
+    monkeypatch.setattr(ray_engine, "_ray_session", no_session)
+    summary = ray_engine.segment_on_ray([tmp_path], vocab, out, quiet=True, **TINY, **FAST)
+    assert (summary.done, summary.skipped, summary.failed) == (0, 2, 0)
+    assert read_json(out / "summary.json")["config"]["loaded"] is False
+
+
 class FakeCluster:
     """What :func:`_plan_batches` asks Ray: the cluster's resources."""
 

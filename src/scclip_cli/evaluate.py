@@ -731,12 +731,9 @@ def vocab_class_names(vocab: str | Path) -> tuple[str, ...]:
     Raises:
         VocabularyError: missing, unreadable or malformed file.
     """
-    from scclip_cli.text_embeddings import CACHE_SUFFIX, load_embeddings
-    from scclip_cli.vocabulary import read_vocabulary
+    from scclip_cli.text_embeddings import vocabulary_class_names
 
-    if Path(vocab).suffix.lower() == CACHE_SUFFIX:
-        return load_embeddings(vocab).class_names
-    return read_vocabulary(vocab).class_names
+    return vocabulary_class_names(vocab)
 
 
 def _check_sources(

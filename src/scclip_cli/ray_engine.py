@@ -257,7 +257,13 @@ def segment_on_ray(
             a worker cannot load the model.
         KeyboardInterrupt: after recording the interrupted run (workers are stopped).
     """
-    from scclip_cli.segment_run import Reporter, SegmentRun, plan_run, protocol_overrides
+    from scclip_cli.segment_run import (
+        Reporter,
+        SegmentRun,
+        plan_run,
+        protocol_overrides,
+        rerun_without_model,
+    )
 
     options = ray_options or RayOptions()
     ray = import_ray()
@@ -285,6 +291,18 @@ def segment_on_ray(
     method_config = MethodConfig(name=method) if isinstance(method, str) else method
     class_names = _vocab_class_names(vocab)
     reporter = Reporter(quiet)
+    if not plan.overwrite:  # nothing left to do: no Ray session, no workers, no model
+        finished = rerun_without_model(
+            plan,
+            class_names,
+            model=model,
+            pretrained=pretrained,
+            reporter=reporter,
+            jsonl_stream=jsonl_stream,
+            progress=progress,
+        )
+        if finished is not None:
+            return finished
 
     # Ray prints worker deaths on stdout: keep stdout for the --jsonl lines (captured above).
     with _ray_session(ray, options.address, quiet=quiet) as connection:
@@ -376,21 +394,13 @@ def _vocab_class_names(
     vocab: str | Path | list[str] | QueryEmbeddings | None,
 ) -> tuple[str, ...]:
     """Class names of a vocabulary without loading a model (checked before any worker starts)."""
-    from scclip_cli.text_embeddings import QueryEmbeddings
+    from scclip_cli.text_embeddings import QueryEmbeddings, vocabulary_class_names
 
     if vocab is None:
         raise UsageError("a vocabulary (--vocab) is needed to load the segmenter")
-    if isinstance(vocab, QueryEmbeddings):
-        return tuple(vocab.class_names)
-    if isinstance(vocab, list):
-        from scclip_cli.vocabulary import parse_vocabulary
-
-        return tuple(parse_vocabulary(vocab).class_names)
-    if not Path(vocab).is_file():
+    if not isinstance(vocab, QueryEmbeddings | list) and not Path(vocab).is_file():
         raise VocabularyError(f"vocabulary file not found: {os.fspath(vocab)}")
-    from scclip_cli.evaluate import vocab_class_names
-
-    return tuple(vocab_class_names(vocab))
+    return vocabulary_class_names(vocab)
 
 
 def _check_worker_class_names(ready: dict[str, Any], class_names: tuple[str, ...]) -> None:

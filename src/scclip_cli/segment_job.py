@@ -35,12 +35,10 @@ from scclip_cli.pipeline import DEFAULT_READ_WORKERS, segment_jobs
 from scclip_cli.run_summary import RunSummary
 from scclip_cli.segment_run import (
     Reporter,
-    RunPlan,
     SegmentRun,
-    check_same_vocabulary,
-    nothing_to_segment,
     plan_run,
     protocol_overrides,
+    rerun_without_model,
 )
 
 if TYPE_CHECKING:
@@ -127,8 +125,16 @@ def segment(
     )
     reporter = Reporter(quiet)
     if segmenter is None and vocab is not None and not plan.overwrite:
-        finished = _rerun_without_model(
-            plan, vocab, model, pretrained, reporter, jsonl_stream=jsonl_stream, progress=progress
+        from scclip_cli.text_embeddings import vocabulary_class_names
+
+        finished = rerun_without_model(
+            plan,
+            vocabulary_class_names(vocab),  # read without the model
+            model=model,
+            pretrained=pretrained,
+            reporter=reporter,
+            jsonl_stream=jsonl_stream,
+            progress=progress,
         )
         if finished is not None:
             return finished
@@ -175,39 +181,6 @@ def segment(
 
 
 # --- setup -------------------------------------------------------------------------------------
-
-
-def _rerun_without_model(
-    plan: RunPlan,
-    vocab: str | Path | list[str] | QueryEmbeddings,
-    model: str,
-    pretrained: str,
-    reporter: Reporter,
-    *,
-    jsonl_stream: TextIO | None,
-    progress: bool | None,
-) -> RunSummary | None:
-    """Before the (slow) model load: refuse a folder of another vocabulary, and when every image
-    is already complete, finish the run (skipped images, ``summary.json``) without any model.
-    Returns that run's summary, or None when the model is needed."""
-    from scclip_cli.text_embeddings import vocabulary_class_names
-
-    class_names = vocabulary_class_names(vocab)  # read without the model
-    check_same_vocabulary(plan.out, class_names, overwrite=plan.overwrite)
-    if not nothing_to_segment(plan, class_names):
-        return None
-    run = SegmentRun.open(plan, class_names, reporter=reporter, jsonl_stream=jsonl_stream)
-    description = {
-        "model": model,
-        "pretrained": pretrained,
-        "loaded": False,
-        "num_classes": len(class_names),
-        "class_names": list(class_names),
-    }
-    run.start(plan.run_config(description), load_seconds=0.0, show_progress=progress)
-    with run.segmenting():
-        reporter.message("every image is already complete: the model was not loaded")
-    return run.summary
 
 
 def _obtain_segmenter(

@@ -449,6 +449,41 @@ def nothing_to_segment(plan: RunPlan, class_names: tuple[str, ...]) -> bool:
     )
 
 
+def rerun_without_model(
+    plan: RunPlan,
+    class_names: tuple[str, ...],
+    *,
+    model: str,
+    pretrained: str,
+    reporter: Reporter,
+    jsonl_stream: TextIO | None = None,
+    progress: bool | None = None,
+) -> RunSummary | None:
+    """Before any model loads: refuse a folder of another vocabulary, and when every image is
+    already complete, finish the run (images counted as skipped, ``summary.json`` with
+    ``"loaded": false``) with no model. Returns that run's summary, or None when a model is
+    needed.
+
+    Raises:
+        UsageError: the folder holds results for other classes (without ``overwrite``).
+    """
+    check_same_vocabulary(plan.out, class_names, overwrite=plan.overwrite)
+    if not nothing_to_segment(plan, class_names):
+        return None
+    run = SegmentRun.open(plan, class_names, reporter=reporter, jsonl_stream=jsonl_stream)
+    description = {
+        "model": model,
+        "pretrained": pretrained,
+        "loaded": False,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+    }
+    run.start(plan.run_config(description), load_seconds=0.0, show_progress=progress)
+    with run.segmenting():
+        reporter.message("every image is already complete: no model was loaded")
+    return run.summary
+
+
 def read_complete_record(outputs: OutputPaths) -> dict[str, Any] | None:
     """The ``<stem>.json`` record of a complete image (every file there, the JSON valid), else
     ``None``: an image to (re)do."""
