@@ -8,11 +8,11 @@ noise, where the sigmoid underflows to slow denormals). The same function is
 
     c_proj(QuickGELU(c_fc(x))) = b_proj + (1 / 1.702) · SiLU(1.702 · (x W_fcᵀ + b_fc)) W_projᵀ
 
-``torch.addmm``'s ``alpha`` and ``beta`` apply them inside the GEMM, so the activation is one in-place
-SiLU pass (saving about 2 % of the forward pass on photo crops, measured with the profiler) and no
-weight is copied or changed (the model stays the unmodified open_clip model, which
-other code may share). The result equals open_clip's up to float rounding (about 1e-6 relative on
-the hidden activations; the golden parity tests pin the whole method).
+``torch.addmm``'s ``alpha`` and ``beta`` apply them inside the GEMM, so the activation is one
+in-place SiLU pass (saving about 2 % of the forward pass on photo crops, measured with the
+profiler) and no weight is copied or changed: the model stays open_clip's, which other code may
+share. The result equals open_clip's up to float rounding (about 1e-6 relative on the hidden
+activations; the golden parity tests pin the whole method).
 
 Blocks of any other shape (another activation, cross-attention, quantised linears, custom blocks)
 run through their own ``forward``.
