@@ -394,13 +394,11 @@ def _vocab_class_names(
     vocab: str | Path | list[str] | QueryEmbeddings | None,
 ) -> tuple[str, ...]:
     """Class names of a vocabulary without loading a model (checked before any worker starts)."""
-    from scclip_cli.text_embeddings import QueryEmbeddings, vocabulary_class_names
+    from scclip_cli.text_embeddings import vocabulary_class_names
 
     if vocab is None:
         raise UsageError("a vocabulary (--vocab) is needed to load the segmenter")
-    if not isinstance(vocab, QueryEmbeddings | list) and not Path(vocab).is_file():
-        raise VocabularyError(f"vocabulary file not found: {os.fspath(vocab)}")
-    return vocabulary_class_names(vocab)
+    return vocabulary_class_names(vocab)  # a missing file is a VocabularyError naming it
 
 
 def _check_worker_class_names(ready: dict[str, Any], class_names: tuple[str, ...]) -> None:
