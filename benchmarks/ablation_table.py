@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image
 
 from scclip_cli.config import MethodConfig, resolve_protocol
-from scclip_cli.evaluate import evaluate
-from scclip_cli.model_loading import load_clip
-from scclip_cli.segmenter import Segmenter
-from scclip_cli.text_embeddings import load_vocabulary_embeddings
+from scclip_cli.model.loading import load_clip
+from scclip_cli.model.text_embeddings import load_vocabulary_embeddings
+from scclip_cli.predict.segmenter import Segmenter
+from scclip_cli.runs.evaluate import evaluate
 
 SC = ("repair_anomalies", "attention_enhancement", "feature_aggregation", "multi_level_fusion")
 FLAGS = {

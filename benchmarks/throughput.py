@@ -12,7 +12,7 @@ a fresh child process, which loads the model and the vocabulary (not timed), the
   crops the protocol makes of those images (resize, normalise, sliding windows), in the batches
   ``Segmenter`` forms (``--batch-size`` crops, across images), with the crops made beforehand;
 * **features**: SC-CLIP's dense features (``Segmenter.extractor``) on the same batches;
-* **segment**: the real job, :func:`scclip_cli.segment_job.segment` with the loaded segmenter, on
+* **segment**: the real job, :func:`scclip_cli.runs.segment.segment` with the loaded segmenter, on
   the image folder: decoding, resizing, windows, model, post-processing and writing the masks and
   JSON files, as ``scclip segment`` runs it after the model load;
 * **segment-1** (main comparison only): the same with one crop per forward pass, the way the
@@ -240,8 +240,8 @@ def protocol_batches(segmenter: Any, image_paths: Sequence[Path]) -> list[Any]:
     """
     import torch
 
-    from scclip_cli.image_io import read_image_rgb
-    from scclip_cli.sliding_window import windows
+    from scclip_cli.files.image_io import read_image_rgb
+    from scclip_cli.maps.sliding_window import windows
 
     p = segmenter.protocol
     batches: list[Any] = []
@@ -286,7 +286,7 @@ def run_features(segmenter: Any, batches: Sequence[Any]) -> None:
 
 def run_segment(segmenter: Any, image_dir: Path, out_dir: Path) -> Any:
     """``scclip segment IMAGE_DIR --out OUT_DIR`` with the already loaded segmenter."""
-    from scclip_cli.segment_job import segment
+    from scclip_cli.runs.segment import segment
 
     summary = segment([str(image_dir)], None, out_dir, segmenter=segmenter, quiet=True)
     if summary.failed or summary.done != summary.total:
@@ -338,7 +338,7 @@ def run_config(config: Config) -> Result:
     import torch
     from PIL import Image
 
-    from scclip_cli.segmenter import Segmenter
+    from scclip_cli.predict.segmenter import Segmenter
 
     start = time.perf_counter()
     segmenter = Segmenter.load(
@@ -445,9 +445,9 @@ def prepare_vocabularies(
     """
     import torch
 
-    from scclip_cli.model_loading import load_clip, parse_random_seed
-    from scclip_cli.text_embeddings import embed_vocabulary, save_embeddings
-    from scclip_cli.vocabulary import read_vocabulary
+    from scclip_cli.files.vocabulary import read_vocabulary
+    from scclip_cli.model.loading import load_clip, parse_random_seed
+    from scclip_cli.model.text_embeddings import embed_vocabulary, save_embeddings
 
     clip = load_clip(model, pretrained, device=device, precision=precision)
     if parse_random_seed(pretrained) is not None:

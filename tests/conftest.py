@@ -22,7 +22,7 @@ def tiny_clip():
 
     Shared by the whole session: tests must not change its weights (or must restore them).
     """
-    from scclip_cli.model_loading import load_clip
+    from scclip_cli.model.loading import load_clip
 
     return load_clip("scclip-tiny", "random:7", device="cpu")
 

@@ -27,19 +27,19 @@ __all__ = [
 if TYPE_CHECKING:
     from scclip_cli.config import CalibrationConfig, MethodConfig, ProtocolConfig
     from scclip_cli.errors import ScclipError
-    from scclip_cli.evaluate import evaluate
-    from scclip_cli.segment_job import segment
-    from scclip_cli.segmenter import Segmentation, Segmenter
+    from scclip_cli.predict.segmenter import Segmentation, Segmenter
+    from scclip_cli.runs.evaluate import evaluate
+    from scclip_cli.runs.segment import segment
 
 _LAZY = {
     "CalibrationConfig": "scclip_cli.config",
     "MethodConfig": "scclip_cli.config",
     "ProtocolConfig": "scclip_cli.config",
     "ScclipError": "scclip_cli.errors",
-    "Segmentation": "scclip_cli.segmenter",
-    "Segmenter": "scclip_cli.segmenter",
-    "segment": "scclip_cli.segment_job",
-    "evaluate": "scclip_cli.evaluate",
+    "Segmentation": "scclip_cli.predict.segmenter",
+    "Segmenter": "scclip_cli.predict.segmenter",
+    "segment": "scclip_cli.runs.segment",
+    "evaluate": "scclip_cli.runs.evaluate",
 }
 
 

@@ -22,8 +22,15 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    # Each module defines its commands on ``app``; imported here so the registration order is fixed.
-    from scclip_cli.cli import eval_cmd, segment_cmd, vocab_cmd  # noqa: F401
+    # The command modules only define functions; registering them here keeps the order of the help
+    # fixed and the modules free of any import of this one.
+    if app.registered_commands:
+        return
+    from scclip_cli.cli import eval_cmd, segment_cmd, vocab_cmd
+
+    app.command("segment")(segment_cmd.segment_command)
+    app.command("eval")(eval_cmd.eval_command)
+    app.command("vocab")(vocab_cmd.vocab_command)
 
 
 def report_error(err: BaseException) -> int:

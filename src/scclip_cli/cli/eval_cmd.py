@@ -1,4 +1,4 @@
-"""``scclip eval``: a thin wrapper over :func:`scclip_cli.evaluate.evaluate`."""
+"""``scclip eval``: a thin wrapper over :func:`scclip_cli.runs.evaluate.evaluate`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from scclip_cli.cli.app import app
 from scclip_cli.cli.options import (
     RUN_PANEL,
     AdaptiveAnomalyRatioOpt,
@@ -49,7 +48,7 @@ from scclip_cli.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, PROTOCOL_PRESET
 from scclip_cli.errors import UsageError
 
 DEFAULT_IGNORE_INDEX = 255
-"""``scclip_cli.metrics.IGNORE_INDEX``, repeated so that ``--help`` does not import numpy."""
+"""``scclip_cli.maps.metrics.IGNORE_INDEX``, repeated so that ``--help`` does not import numpy."""
 
 SOURCE_PANEL = "What to score"
 SCORING_PANEL = "Scoring"
@@ -200,7 +199,6 @@ ChartOpt = Annotated[
 ]
 
 
-@app.command("eval")
 def eval_command(
     parts: PartsArg = None,
     pred: PredOpt = None,
@@ -261,9 +259,9 @@ def eval_command(
     mismatches and labels outside the class range stop the run with exit
     status 2, listing the files.
     """
-    from scclip_cli import eval_report
-    from scclip_cli.evaluate import EvaluationResult, evaluate, merge_results
-    from scclip_cli.ray_engine import evaluate_on_ray, ray_options_from_cli
+    from scclip_cli.runs import eval_report
+    from scclip_cli.runs.evaluate import EvaluationResult, evaluate, merge_results
+    from scclip_cli.runs.ray_engine import evaluate_on_ray, ray_options_from_cli
 
     ray_options = ray_options_from_cli(
         engine,

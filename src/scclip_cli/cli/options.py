@@ -157,7 +157,7 @@ VocabOpt = Annotated[
 
 # ---------------------------------------------------------------------------- engine (Ray)
 # Ray options default to None ("not given"), so --engine local can refuse them; the defaults that
-# apply with --engine ray are in scclip_cli.ray_engine.RayOptions.
+# apply with --engine ray are in scclip_cli.runs.ray_engine.RayOptions.
 
 EngineOpt = Annotated[
     str,

@@ -1,4 +1,4 @@
-"""``scclip segment``: a thin wrapper over :func:`scclip_cli.segment_job.segment`."""
+"""``scclip segment``: a thin wrapper over :func:`scclip_cli.runs.segment.segment`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from scclip_cli.cli.app import app
 from scclip_cli.cli.options import (
     RUN_PANEL,
     AdaptiveAnomalyRatioOpt,
@@ -91,7 +90,6 @@ JsonlOpt = Annotated[
 ]
 
 
-@app.command("segment")
 def segment_command(
     inputs: InputsArg,
     vocab: VocabOpt,
@@ -134,8 +132,8 @@ def segment_command(
     The model loads once. A rerun skips images whose outputs are complete. Exit status: 0 all
     segmented, 1 some inputs failed (listed in failures.jsonl), 2 usage or configuration error.
     """
-    from scclip_cli.ray_engine import ray_options_from_cli, segment_on_ray
-    from scclip_cli.segment_job import segment
+    from scclip_cli.runs.ray_engine import ray_options_from_cli, segment_on_ray
+    from scclip_cli.runs.segment import segment
 
     ray_options = ray_options_from_cli(
         engine,

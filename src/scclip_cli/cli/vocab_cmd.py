@@ -1,4 +1,4 @@
-"""``scclip vocab``: a thin wrapper over :func:`scclip_cli.text_embeddings.embed_vocabulary_file`."""
+"""``scclip vocab``: a thin wrapper over :func:`scclip_cli.model.text_embeddings.embed_vocabulary_file`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from scclip_cli.cli.app import app
 from scclip_cli.cli.options import DeviceOpt, ModelOpt, PrecisionOpt, PretrainedOpt
 from scclip_cli.config import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
@@ -36,7 +35,6 @@ TemplatesOpt = Annotated[
 ]
 
 
-@app.command("vocab")
 def vocab_command(
     classes: ClassesArg,
     out: OutOpt,
@@ -47,7 +45,7 @@ def vocab_command(
     templates: TemplatesOpt = None,
 ) -> int:
     """Embed a class list once, for reuse with --vocab CLASSES.npz (same --model / --pretrained)."""
-    from scclip_cli.text_embeddings import embed_vocabulary_file
+    from scclip_cli.model.text_embeddings import embed_vocabulary_file
 
     emb = embed_vocabulary_file(
         classes,

@@ -1,0 +1,605 @@
+"""From averaged window scores to labels, tile by tile at the original image size.
+
+The reference upsamples the whole ``[Q, H, W]`` score tensor to the original size and then takes the
+argmax. Here each tile of output pixels is upsampled, turned into class probabilities and reduced to
+a label and a confidence before the next, so memory grows with ``Q × tile`` rather than ``Q × H × W``.
+
+Tiles come from a :class:`Resizer`: the windows' patch scores go straight to the original size when
+they form a full grid (:mod:`scclip_cli.maps.window_resize`, the segmenter's usual case, several times
+cheaper); scores at the resized size (a built :class:`~scclip_cli.maps.sliding_window.WindowCanvas`,
+PAMR's output, any ``[Q, h, w]`` tensor) are read a band of rows at a time by
+:class:`BilinearResizer`. The notes below are about the latter; the steps after the tiles are shared.
+
+The bilinear taps are PyTorch's ``interpolate(mode="bilinear", align_corners=False)``: source
+position ``(dst + 0.5) · in / out − 0.5`` clamped at 0, and each output is
+``w_y0 · (w_x0 · a + w_x1 · b) + w_y1 · (w_x0 · c + w_x1 · d)`` (columns first, then rows).
+
+Post-processing rules (the reference's): scores × logit scale, softmax over queries, max over each
+class's synonyms; the area rule zeroes classes 1.. whose predicted area is at most
+``area_threshold`` × the foreground area, before the argmax; pixels whose best class probability is
+below ``prob_threshold`` become class 0.
+
+How it is made fast (the result is the reference's up to float rounding):
+
+* Scores are channels-last (``[h, w, Q]``, queries contiguous), so every gather moves whole query
+  vectors and the softmax runs along contiguous memory.
+* The column pass runs once per chunk of source rows (``h × W × Q`` work, not ``H × W × Q``), with
+  PyTorch's own channels-last bilinear kernel; only the row blend, the softmax and the reductions
+  run at the output size, on tiles small enough to stay near the CPU's caches
+  (:data:`CPU_TILE_ELEMENTS`), in reused buffers.
+* The confidence needs no full softmax: with the best query known, it is
+  ``1 / sum_q 2^(l_q − l_best)`` for logits ``l`` in base 2 (``2^x`` costs about half of ``e^x``).
+* Where every score's magnitude is known to be small enough (window patch scores), the
+  confidence is ``2^l_best / sum_q 2^l_q`` with no shift by ``l_best`` (nothing can overflow):
+  one pass less.
+* Each step runs in parts (bands of rows, runs of whole chunks) given to a
+  :class:`~scclip_cli.maps.parts.PartRunner`; chunks and tiles are the same however the work is split,
+  so the parts change no bit of the result (at the same intra-op thread count: PyTorch's
+  element-wise ``exp2`` rounds the last elements of each thread's share differently).
+* Queries are put in class order first: the first best query of a pixel then lies in the
+  reference's best class (the smallest index among equal maxima), so the max over synonyms needs no
+  per-class reduction.
+* The best query is decided at the source resolution wherever it can be: an output pixel whose
+  four bilinear source pixels share their first best query ``q`` has ``q`` too (its score for ``q``
+  blends the largest source scores with non-negative weights, and rounding keeps that order), so
+  only pixels in source cells that straddle a boundary search all queries (with vectorised
+  max-reductions rather than ``torch.max(dim)``, several times slower on the CPU). Ties between
+  queries equal to the last bit may resolve differently there than in the reference.
+* The interpolation is ``F.interpolate``'s arithmetic (``fma(a, w_lo, b · w_hi)`` per axis, as its
+  CPU kernel computes a contiguous map), except that the logit scale (and ``log2 e``) is folded
+  into the row weights; the softmax sums in another order. Both differ from the reference in the
+  last float bits only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import torch
+
+from scclip_cli.config import ProtocolConfig
+from scclip_cli.maps.parts import IN_ORDER, PartRunner, split_range
+from scclip_cli.maps.sliding_window import BilinearTaps, WindowCanvas, bilinear_taps
+from scclip_cli.maps.window_resize import WindowPatches, WindowResizer, fits
+from scclip_cli.maps.workspace import Workspace
+
+TILE_ELEMENTS = 1 << 24
+"""Upper bound on ``Q × tile pixels`` materialised at once on a GPU (64 MiB of float32)."""
+CPU_TILE_ELEMENTS = 1 << 20
+"""The bound on the CPU (4 MiB of float32): small enough for a tile to stay in the CPU's caches,
+large enough that the per-operation overhead (and the wait for every OpenMP thread) stays small.
+Measured on 2 cores: 0.25 M to 4 M elements are within 10 % at 0.35 MP, 1 M is the fastest at
+12 MP."""
+LOG2_E = math.log2(math.e)
+"""Logits are scaled by this too and exponentiated in base 2 (``torch.exp2`` takes about half the
+time of ``torch.exp`` on the CPU); ``softmax(x) = 2^(x·log2 e) / sum``."""
+CHUNK_TILES = 2
+"""Column-interpolated source rows kept at once: about this many tiles' worth (at least 2 rows).
+Parts take whole chunks, so small chunks balance them better (4 was no faster on one thread)."""
+
+
+def default_tile_elements(device: torch.device) -> int:
+    """:data:`CPU_TILE_ELEMENTS` on the CPU, :data:`TILE_ELEMENTS` elsewhere (fewer kernel launches)."""
+    return CPU_TILE_ELEMENTS if device.type == "cpu" else TILE_ELEMENTS
+
+
+class ScoreRows(Protocol):
+    """Scores at the resized size, ``Q × height × width``, read a band of rows at a time."""
+
+    channels: int
+    height: int
+    width: int
+    device: torch.device
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` as a contiguous ``[stop - start, width, channels]`` float32 tensor."""
+        ...
+
+
+class TensorRows:
+    """A ``[Q, h, w]`` tensor as :class:`ScoreRows` (one channels-last copy unless it is a
+    channels-last view already)."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        self.source = scores.permute(1, 2, 0).contiguous()  # [h, w, Q]
+        self.height, self.width, self.channels = self.source.shape
+        self.device = scores.device
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        return self.source[start:stop]
+
+
+class _Reordered:
+    """:class:`ScoreRows` with the channels in the given order."""
+
+    def __init__(self, source: ScoreRows, order: torch.Tensor) -> None:
+        self.source, self.order = source, order
+        self.channels, self.height, self.width = source.channels, source.height, source.width
+        self.device = source.device
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        return self.source.rows(start, stop).index_select(2, self.order)
+
+
+@dataclass(frozen=True)
+class _Taps:
+    """:class:`~scclip_cli.maps.sliding_window.BilinearTaps` with the indices also as Python lists."""
+
+    taps: BilinearTaps
+    lo_list: list[int]
+    hi_list: list[int]
+
+
+def _taps(out_size: int, in_size: int, device: torch.device) -> _Taps:
+    taps = bilinear_taps(out_size, in_size)  # on the CPU for the lists, then moved
+    return _Taps(BilinearTaps(*(t.to(device) for t in taps)), taps.lo.tolist(), taps.hi.tolist())
+
+
+class BilinearResizer:
+    """Bilinear upsampling of :class:`ScoreRows` (``[h, w, C]``) to ``[H, W, C]``, tile by tile.
+
+    :meth:`tiles` yields the output in tiles, each row-blended from a chunk of column-interpolated
+    source rows that is computed once and shared by the tiles below it.
+    """
+
+    def __init__(
+        self,
+        source: ScoreRows,
+        out_height: int,
+        out_width: int,
+        tile_elements: int,
+        workspace: Workspace | None = None,
+    ) -> None:
+        self.source = source
+        self.workspace = workspace or Workspace()
+        self.out_height, self.out_width = out_height, out_width
+        self._rows = _taps(out_height, source.height, source.device)
+        self._cols = _taps(out_width, source.width, source.device)
+        self.row_taps, self.col_taps = self._rows.taps, self._cols.taps
+        """The source rows and columns each output row and column is blended from."""
+        row = out_width * source.channels
+        if row <= tile_elements:  # whole output rows per tile
+            self.tile_h, self.tile_w = max(1, tile_elements // row), out_width
+        else:
+            self.tile_h, self.tile_w = 1, max(1, tile_elements // source.channels)
+        self.chunk_rows = min(source.height, max(2, CHUNK_TILES * tile_elements // row))
+        self.channels, self.device = source.channels, source.device
+        self.tile_elements = tile_elements
+        self.bound: float | None = None
+        """Unknown (finding it would take a pass over the scores)."""
+        self._cell_best: torch.Tensor | None = None
+
+    def prepare(self, runner: PartRunner = IN_ORDER) -> None:
+        """Find each source pixel's first best query (:func:`source_best_query`, in parts run by
+        ``runner``) for :meth:`known_best`."""
+        countdown = torch.arange(self.channels, 0, -1, dtype=torch.float32, device=self.device)
+        best = source_best_query(self.source, countdown, self.tile_elements, self.workspace, runner)
+        self._cell_best = shared_cell_best(best)
+
+    def known_best(self, rows: slice, cols: slice) -> torch.Tensor:
+        """``[n]`` int64: the best query of each pixel of the tile ``[rows, cols]`` (row-major)
+        where the four source pixels it is blended from share their first best query, else -1
+        (:meth:`prepare` first).
+
+        Such a pixel's score for that query blends the largest source scores with non-negative
+        weights, and rounding keeps that order, so it is the pixel's first best query too.
+        """
+        if self._cell_best is None:
+            self.prepare()
+        assert self._cell_best is not None
+        index = self._cell_best.index_select(0, self.row_taps.lo[rows])
+        return index.index_select(1, self.col_taps.lo[cols]).reshape(-1)
+
+    def _column_pass(self, r0: int, r1: int, out: torch.Tensor) -> torch.Tensor:
+        """Source rows ``r0:r1`` interpolated to the output width: ``[r1 - r0, W · C]``, written
+        into ``out``.
+
+        PyTorch's own channels-last bilinear kernel with the row axis left as it is (scale 1: each
+        row is its own, with weight 1), which is the arithmetic of ``F.interpolate`` along the
+        columns and about twice as fast as gathering the two source columns with index ops.
+        """
+        band = self.source.rows(r0, r1)  # [k, w, C]
+        k, _, c = band.shape
+        size = k * self.out_width * c
+        result = out[:size].view(1, k, self.out_width, c).permute(0, 3, 1, 2)  # channels-last
+        torch.ops.aten.upsample_bilinear2d.out(
+            band.permute(2, 0, 1)[None], [k, self.out_width], False, None, None, out=result
+        )
+        return out[:size].view(k, -1)
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each run of output rows blended from one chunk of
+        column-interpolated source rows (the rows whose two source rows both lie in it), in order.
+
+        The chunks, and the tiles cut from each, do not depend on how the work is split, so
+        every output value is computed with the same operations on the same tile layout.
+        """
+        ry, h = self._rows, self.source.height
+        plan, y = [], 0
+        while y < self.out_height:
+            r1 = min(h, ry.lo_list[y] + self.chunk_rows)
+            y_end = self.out_height if r1 == h else bisect.bisect_left(ry.hi_list, r1, lo=y)
+            plan.append((y, y_end))
+            y = y_end
+        return plan
+
+    def tiles(
+        self,
+        scale: float = 1.0,
+        rows_wanted: list[bool] | None = None,
+        chunks: list[tuple[int, int]] | None = None,
+        part: int = 0,
+    ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+        """Yield ``(rows, cols, values)``: output pixels ``[rows, cols]`` times ``scale``, as a
+        contiguous ``[len(rows), len(cols), C]`` float32 tensor, in row-major tile order.
+
+        ``values`` is a buffer that the next tile overwrites. ``rows_wanted``: one flag per output
+        row; tiles without a wanted row are skipped. ``chunks``: only these of :meth:`chunks`
+        (default all). ``part``: which set of scratch buffers to use (parts that run at once need
+        different ones).
+        """
+        ry = self._rows
+        h, c, width = self.source.height, self.source.channels, self.out_width
+        device = self.source.device
+        tile_size = self.tile_h * self.tile_w * c
+        scratch = self.workspace.empty(f"tile:{part}", (tile_size,), device=device)
+        spare = self.workspace.empty(f"tile spare:{part}", (tile_size,), device=device)
+        chunk_size = self.chunk_rows * width * c
+        chunk_buffer = self.workspace.empty(f"chunk:{part}", (chunk_size,), device=device)
+        for y, y_end in self.chunks() if chunks is None else chunks:
+            if rows_wanted is not None and not any(rows_wanted[y:y_end]):
+                continue
+            r0 = ry.lo_list[y]
+            chunk = self._column_pass(r0, min(h, r0 + self.chunk_rows), chunk_buffer)  # [k, W·C]
+            # the logit scale folded into the row weights (float32, as a tensor op would round)
+            w_lo_all = ry.taps.w_lo[y:y_end] * scale
+            w_hi_all = ry.taps.w_hi[y:y_end] * scale
+            w_lo, w_hi = w_lo_all.tolist(), w_hi_all.tolist()
+            for t0 in range(y, y_end, self.tile_h):
+                t1 = min(t0 + self.tile_h, y_end)
+                if rows_wanted is not None and not any(rows_wanted[t0:t1]):
+                    continue
+                if self.tile_w == width and t1 - t0 > 1:
+                    # whole rows: gather the two source rows of every output row, blend at once
+                    n = (t1 - t0) * width * c
+                    values = torch.index_select(
+                        chunk, 0, ry.taps.hi[t0:t1] - r0, out=scratch[:n].view(t1 - t0, -1)
+                    )
+                    tops = torch.index_select(
+                        chunk, 0, ry.taps.lo[t0:t1] - r0, out=spare[:n].view(t1 - t0, -1)
+                    )
+                    # fma(top, w_lo, bottom · w_hi): addcmul_ is fused on the CPU
+                    values.mul_(w_hi_all[t0 - y : t1 - y, None])
+                    values.addcmul_(tops, w_lo_all[t0 - y : t1 - y, None])
+                    yield slice(t0, t1), slice(0, width), values.view(t1 - t0, width, c)
+                    continue
+                for c0 in range(0, width, self.tile_w):
+                    c1 = min(c0 + self.tile_w, width)
+                    values = scratch[: (t1 - t0) * (c1 - c0) * c].view(t1 - t0, -1)
+                    for i in range(t1 - t0):
+                        row = t0 + i
+                        top = chunk[ry.lo_list[row] - r0, c0 * c : c1 * c]
+                        bottom = chunk[ry.hi_list[row] - r0, c0 * c : c1 * c]
+                        # the same arithmetic: add_ with alpha is fused on the CPU
+                        torch.mul(bottom, w_hi[row - y], out=values[i])
+                        values[i].add_(top, alpha=w_lo[row - y])
+                    yield slice(t0, t1), slice(c0, c1), values.view(t1 - t0, c1 - c0, c)
+
+
+def class_probabilities(
+    scores: torch.Tensor, query_class: torch.Tensor, num_classes: int, logit_scale: float
+) -> torch.Tensor:
+    """``[Q, ...]`` cosine scores → ``[K, ...]`` class probabilities (softmax over queries, max over synonyms)."""
+    probs = torch.softmax(scores * logit_scale, dim=0)
+    if num_classes == probs.shape[0]:
+        return probs
+    out = probs.new_zeros((num_classes, *probs.shape[1:]))
+    index = query_class.view(-1, *([1] * (probs.dim() - 1))).expand_as(probs)
+    return out.scatter_reduce_(0, index, probs, reduce="amax", include_self=True)
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    labels: torch.Tensor  # [H, W] int32
+    confidence: torch.Tensor  # [H, W] float32
+
+
+def _first_best(
+    values: torch.Tensor, countdown: torch.Tensor, scratch: torch.Tensor
+) -> torch.Tensor:
+    """The *first* index of the maximum along the last axis: ``[..., Q] -> [...]`` int64.
+
+    The tie rule of ``torch.max``/``argmax``, which are several times slower on the CPU than these
+    vectorised reductions. ``countdown``: ``[Q]`` float32 ``Q, Q - 1, ..., 1``; ``scratch``: float32,
+    at least ``values.numel()`` elements.
+    """
+    flags = scratch.view(-1)[: values.numel()].view(values.shape)
+    torch.eq(values, values.amax(dim=-1, keepdim=True), out=flags)
+    first = flags.mul_(countdown).amax(dim=-1)  # Q - index of the first best
+    return values.shape[-1] - first.to(torch.long)
+
+
+def _best_query(
+    logits: torch.Tensor, keep: torch.Tensor, countdown: torch.Tensor, scratch: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over the last axis (in base 2), then each pixel's best kept query.
+
+    Args:
+        logits: ``[..., Q]`` float32 (scores × logit scale × log2 e); overwritten.
+        keep: ``[Q]`` float32 0/1 multiplier of the probabilities.
+        countdown: ``[Q]`` float32 ``Q, Q - 1, ..., 1``.
+        scratch: float32, at least ``logits.numel()`` elements.
+    Returns:
+        The best probability ``[...]`` float32 and the first query reaching it ``[...]`` int64.
+    """
+    e = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp2_()  # 2^(x - max)
+    inverse_sum = e.sum(dim=-1).reciprocal_()
+    e.mul_(keep)
+    index = _first_best(e, countdown, scratch)
+    best = e.gather(-1, index[..., None])[..., 0] * inverse_sum
+    return best, index
+
+
+def source_best_query(
+    source: ScoreRows,
+    countdown: torch.Tensor,
+    band_elements: int,
+    workspace: Workspace,
+    runner: PartRunner = IN_ORDER,
+) -> torch.Tensor:
+    """Each source pixel's first best query: ``[h, w]`` int64, read a band of rows at a time (as
+    many as fit in ``band_elements`` values, at least one), the rows split into parts."""
+    best = torch.empty(source.height, source.width, dtype=torch.long, device=source.device)
+    row = source.width * source.channels
+    band_rows = max(1, band_elements // row)
+
+    def best_of_rows(part: int, start: int, stop: int) -> None:
+        flags = workspace.empty(f"source flags:{part}", (band_rows * row,), device=source.device)
+        for r0 in range(start, stop, band_rows):
+            r1 = min(stop, r0 + band_rows)
+            best[r0:r1] = _first_best(source.rows(r0, r1), countdown, flags)
+
+    ranges = split_range(0, source.height, runner.count)
+    runner.run([partial(best_of_rows, i, *rows) for i, rows in enumerate(ranges)])
+    return best
+
+
+def shared_cell_best(best: torch.Tensor) -> torch.Tensor:
+    """``[h, w]`` int64 best query of each source pixel → the same where the pixel, its right and
+    lower neighbours and the one diagonally below share it (the last row and column count as
+    their own neighbours, as bilinear taps clamp there), else -1."""
+    down = torch.cat([best[1:], best[-1:]])
+    shared = best == down
+    shared[:, :-1] &= (best[:, :-1] == best[:, 1:]) & (best[:, :-1] == down[:, 1:])
+    return torch.where(shared, best, -1)
+
+
+class Resizer(Protocol):
+    """Upsampled scores at the original size, tile by tile: :class:`BilinearResizer` (from scores
+    at the resized size) or :class:`~scclip_cli.maps.window_resize.WindowResizer` (from window patch
+    scores)."""
+
+    channels: int
+    device: torch.device
+    out_height: int
+    out_width: int
+    tile_h: int
+    tile_w: int
+    bound: float | None
+    """A bound on the magnitude of every value (before the scale), or ``None`` if unknown."""
+
+    def prepare(self, runner: PartRunner = IN_ORDER) -> None:
+        """Work shared by all tiles, in parts run by ``runner``."""
+        ...
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of runs of whole tile rows, in order, the same however the work is
+        split; parts take contiguous runs of them."""
+        ...
+
+    def tiles(
+        self,
+        scale: float = 1.0,
+        rows_wanted: list[bool] | None = None,
+        chunks: list[tuple[int, int]] | None = None,
+        part: int = 0,
+    ) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+        """``(rows, cols, values)`` tiles of ``[rows, cols, Q]`` values × ``scale``."""
+        ...
+
+    def known_best(self, rows: slice, cols: slice) -> torch.Tensor:
+        """``[n]`` int64 first best query of each pixel of a tile where it is known without
+        comparing queries, else -1."""
+        ...
+
+
+def make_resizer(
+    scores: torch.Tensor | ScoreRows | WindowPatches,
+    out_height: int,
+    out_width: int,
+    order: torch.Tensor | None,
+    tile_elements: int,
+    workspace: Workspace,
+    runner: PartRunner = IN_ORDER,
+) -> Resizer:
+    """The resizer for ``scores``, with the queries in ``order`` (``[Q]`` int64; ``None``: as
+    they are).
+
+    A :class:`~scclip_cli.maps.sliding_window.WindowCanvas` that holds a full grid of window patch
+    scores goes straight from the patches (:class:`~scclip_cli.maps.window_resize.WindowResizer`)
+    unless its patch rows would not :func:`~scclip_cli.maps.window_resize.fits`; otherwise the canvas
+    is built (in parts run by ``runner``) and read by rows.
+    """
+    if isinstance(scores, WindowCanvas):
+        patches = WindowPatches.from_canvas(scores)
+        if patches is not None and fits(patches, out_width):
+            scores = patches
+        else:
+            scores.build(runner)
+    if isinstance(scores, WindowPatches):
+        if order is not None:
+            scores = scores.with_channels(order)
+        return WindowResizer(scores, out_height, out_width, tile_elements, workspace)
+    source: ScoreRows = TensorRows(scores) if isinstance(scores, torch.Tensor) else scores
+    if order is not None:
+        source = _Reordered(source, order)
+    return BilinearResizer(source, out_height, out_width, tile_elements, workspace)
+
+
+def labels_from_scores(
+    scores: torch.Tensor | ScoreRows | WindowPatches,
+    out_height: int,
+    out_width: int,
+    query_class: torch.Tensor,
+    num_classes: int,
+    protocol: ProtocolConfig,
+    tile_elements: int | None = None,
+    workspace: Workspace | None = None,
+    runner: PartRunner = IN_ORDER,
+) -> LabelMap:
+    """Upsample averaged window scores to the original size and post-process, tile by tile.
+
+    Args:
+        scores: ``[Q, h, w]`` float32 cosine scores at the resized size, or the same served by
+            rows (:class:`ScoreRows`, e.g. a :class:`~scclip_cli.maps.sliding_window.WindowCanvas`),
+            or window patch scores (:class:`~scclip_cli.maps.window_resize.WindowPatches`; see
+            :func:`make_resizer`).
+        query_class: ``[Q]`` int64 class of each query.
+        tile_elements: bound on ``Q × tile pixels``; default :func:`default_tile_elements`.
+        workspace: where the scratch buffers come from (reused across images); default fresh.
+        runner: runs the parts (bands of rows, runs of chunks, groups of queries) of each step,
+            on the CPU at once on several threads (:class:`~scclip_cli.maps.parts.PartThreads`); by
+            default one after another. The result does not depend on it (see the module notes).
+    Returns:
+        labels ``[H, W]`` int32 and confidence ``[H, W]`` float32 on the scores' device.
+    """
+    device = scores.device
+    if tile_elements is None:
+        tile_elements = default_tile_elements(device)
+    q = int(scores.shape[0]) if isinstance(scores, torch.Tensor) else scores.channels
+    query_class = query_class.to(device)
+    # Queries in class order (stable): the first best query then lies in the smallest best class,
+    # the reference's argmax over the synonym maxima.
+    order = torch.argsort(query_class, stable=True)
+    identity = torch.arange(q, device=device)
+    if torch.equal(order, identity):
+        resizer_order = None
+    else:
+        resizer_order = order
+        query_class = query_class[order]
+    to_class = None if torch.equal(query_class, identity) else query_class  # query → class
+    countdown = torch.arange(q, 0, -1, dtype=torch.float32, device=device)
+    workspace = workspace or Workspace()
+    resizer = make_resizer(
+        scores, out_height, out_width, resizer_order, tile_elements, workspace, runner
+    )
+    resizer.prepare(runner)
+    labels = torch.empty(out_height, out_width, dtype=torch.int32, device=device)  # K < 2^31
+    confidence = torch.empty(out_height, out_width, dtype=torch.float32, device=device)
+    tile_size = resizer.tile_h * resizer.tile_w * q
+    # Contiguous runs of whole chunks, of about equal numbers of output rows, one per part.
+    chunk_parts: list[list[tuple[int, int]]] = [[] for _ in range(runner.count)]
+    for chunk in resizer.chunks():
+        chunk_parts[chunk[0] * runner.count // out_height].append(chunk)
+    chunk_parts = [chunks for chunks in chunk_parts if chunks]
+
+    def best_queries(
+        rows: slice,
+        cols: slice,
+        logits: torch.Tensor,
+        straddling: torch.Tensor,
+        scratch: torch.Tensor,
+    ) -> torch.Tensor:
+        """``[n]`` int64 first best query of each pixel of a tile (``logits``: ``[n, Q]``, left
+        as they are; ``straddling`` and ``scratch``: buffers of a tile's size): known where the
+        resizer knows it, else compared."""
+        index = resizer.known_best(rows, cols)
+        others = torch.nonzero(index < 0)[:, 0]
+        if others.numel():
+            subset = torch.index_select(
+                logits, 0, others, out=straddling[: others.numel() * q].view(-1, q)
+            )
+            index[others] = _first_best(subset, countdown, scratch)
+        return index
+
+    # Where every |score| <= bound is known, 2^l needs no shift by the best logit when neither
+    # 2^(bound × scale) × Q overflows nor 2^(-bound × scale) leaves the normal floats (the
+    # margins cover rounding): one pass less over each tile.
+    scaled_bound = None if resizer.bound is None else resizer.bound * protocol.logit_scale * LOG2_E
+    unshifted = scaled_bound is not None and scaled_bound * 1.001 + math.log2(q) + 2 < 125
+
+    def run_rows(
+        part: int,
+        chunks: list[tuple[int, int]],
+        keep: torch.Tensor | None,
+        redo: torch.Tensor | None,
+        rows_wanted: list[bool] | None,
+    ) -> None:
+        """Labels and confidence of the output rows of ``chunks`` (see ``run``)."""
+        scratch = workspace.empty(f"flags:{part}", (tile_size,), device=device)
+        straddling = workspace.empty(f"straddling:{part}", (tile_size,), device=device)
+        # logits in base 2 (scores × logit scale × log2 e): 2^x is about twice as fast as e^x
+        scale = protocol.logit_scale * LOG2_E
+        for rows, cols, logits in resizer.tiles(scale, rows_wanted, chunks, part):
+            if redo is not None and not bool(redo[labels[rows, cols]].any()):
+                continue
+            shape = logits.shape[:2]
+            if keep is None:
+                flat = logits.view(-1, q)
+                index = best_queries(rows, cols, flat, straddling, scratch)
+                if unshifted:
+                    # p_best = 2^l_best / sum_q 2^l_q: no term can overflow or underflow
+                    best = flat.exp2_().gather(1, index[:, None])[:, 0].div_(flat.sum(1))
+                else:
+                    # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no
+                    # max over the queries is needed (the best query is known)
+                    flat.sub_(flat.gather(1, index[:, None])).exp2_()
+                    best = flat.sum(1).reciprocal_()
+            else:
+                best, index = _best_query(logits, keep, countdown, scratch)
+            labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
+            confidence[rows, cols] = best.view(shape)
+
+    def run(keep: torch.Tensor | None, redo: torch.Tensor | None) -> None:
+        """Fill labels and confidence. With ``keep`` (``[Q]`` 0/1), only where some label is a
+        class of ``redo`` (``[K]`` bool, the removed classes): elsewhere nothing can change."""
+        rows_wanted = None if redo is None else redo[labels].any(dim=1).tolist()
+        runner.run(
+            [
+                partial(run_rows, i, chunks, keep, redo, rows_wanted)
+                for i, chunks in enumerate(chunk_parts)
+            ]
+        )
+
+    run(None, None)
+    if protocol.area_threshold is not None and num_classes > 1:
+        area = torch.bincount(labels.flatten(), minlength=num_classes)[1:].to(torch.float64)
+        keep_fg = area > protocol.area_threshold * area.sum()
+        # Removing a class no pixel chose cannot change any pixel: rerun only if a chosen one goes.
+        if bool((~keep_fg & (area > 0)).any()):
+            keep_class = torch.cat([keep_fg.new_ones(1), keep_fg])  # [K] bool
+            run(keep_class[query_class].to(torch.float32), ~keep_class)
+    if protocol.prob_threshold > 0:
+        labels[confidence < protocol.prob_threshold] = 0
+    return LabelMap(labels, confidence)
+
+
+def upsample_scores(
+    scores: torch.Tensor | ScoreRows, out_height: int, out_width: int
+) -> torch.Tensor:
+    """The full ``[Q, H, W]`` upsampled scores (memory-heavy; for tests and diagnostics).
+
+    Returned as a channels-last view of ``[H, W, Q]`` storage.
+    """
+    source: ScoreRows = TensorRows(scores) if isinstance(scores, torch.Tensor) else scores
+    full = torch.empty(
+        out_height, out_width, source.channels, dtype=torch.float32, device=source.device
+    )
+    for rows, cols, values in BilinearResizer(source, out_height, out_width, 1 << 24).tiles():
+        full[rows, cols] = values
+    return full.permute(2, 0, 1)

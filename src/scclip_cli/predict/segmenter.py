@@ -1,0 +1,343 @@
+"""The Python API: load a segmenter once, then segment images or arrays.
+
+    >>> from scclip_cli import Segmenter
+    >>> seg = Segmenter.load(vocab="vocab/everyday.txt")       # ViT-B/16, OpenAI weights
+    >>> result = seg.segment("photo.jpg")
+    >>> result.labels.shape, result.class_names[result.labels[0, 0]]
+
+Data flow for each image: resize (short side) → normalise → sliding windows → batches of crops
+through :class:`~scclip_cli.model.dense_features.DenseFeatureExtractor` → cosine scores against the query
+embeddings → overlap averaging and upsampling to the original size as one linear map, tile by
+tile (:mod:`scclip_cli.maps.window_resize`) → post-processing (:mod:`scclip_cli.maps.postprocess`). Crops of
+several images share batches; each crop keeps its own statistics, so outputs do not depend on the
+batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from scclip_cli.config import (
+    CalibrationConfig,
+    ConfigError,
+    MethodConfig,
+    ProtocolConfig,
+    calibration_for_depth,
+    resolve_protocol,
+)
+from scclip_cli.errors import VocabularyError
+from scclip_cli.maps.parts import IN_ORDER, MAX_PARTS, PartRunner, PartThreads
+
+if TYPE_CHECKING:
+    import torch
+
+    from scclip_cli.maps.sliding_window import Window, WindowCanvas
+    from scclip_cli.model.loading import LoadedClip
+    from scclip_cli.model.text_embeddings import QueryEmbeddings
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """The result for one image, at the image's original (EXIF-applied) size."""
+
+    labels: np.ndarray
+    """[H, W] int32 class index per pixel, in 0..K-1."""
+    confidence: np.ndarray
+    """[H, W] float32 winning class probability (after the area rule), in [0, 1]."""
+    class_names: tuple[str, ...]
+    """[K] class names; ``labels`` index into it."""
+
+
+@dataclass
+class PreparedImage:
+    """An image resized and normalised for the windows; cheap to make on a reader thread."""
+
+    pixels: torch.Tensor
+    """[3, h, w] float32 normalised, at the resized size."""
+    height: int
+    """Original height."""
+    width: int
+    """Original width."""
+
+
+GPU_BATCH_SIZE = 16
+"""Crops per forward pass on a GPU by default."""
+CPU_BATCH_SIZE = 4
+"""Crops per forward pass on the CPU by default: larger batches were slower on our 2-core machine
+(48 ViT-B/16 crops: 13.6 s in batches of 4, 15.9 s in batches of 16, 16.2 s one at a time)."""
+
+
+def default_batch_size(device_type: str) -> int:
+    """:data:`CPU_BATCH_SIZE` on the CPU, :data:`GPU_BATCH_SIZE` on an accelerator."""
+    return CPU_BATCH_SIZE if device_type == "cpu" else GPU_BATCH_SIZE
+
+
+@dataclass
+class _Job:
+    prepared: PreparedImage
+    windows: list[Window]
+    canvas: WindowCanvas
+    remaining: int
+    """Windows not scored yet."""
+
+
+class Segmenter:
+    """SC-CLIP (or a baseline method) bound to one model, one vocabulary and one protocol."""
+
+    def __init__(
+        self,
+        clip: LoadedClip,
+        embeddings: QueryEmbeddings,
+        protocol: ProtocolConfig | None = None,
+        calibration: CalibrationConfig | None = None,
+        method: str | MethodConfig = "sc-clip",
+        batch_size: int | None = None,
+    ) -> None:
+        import torch
+
+        from scclip_cli.maps.workspace import Workspace
+        from scclip_cli.model.dense_features import DenseFeatureExtractor
+
+        if batch_size is None:
+            batch_size = default_batch_size(clip.device.type)
+        if batch_size < 1:
+            raise ConfigError("batch size must be at least 1")
+        self.clip = clip
+        self.embeddings = embeddings
+        self.protocol = protocol or ProtocolConfig()
+        self.calibration = calibration or calibration_for_depth(clip.depth)
+        self.method = MethodConfig(name=method) if isinstance(method, str) else method
+        self.batch_size = batch_size
+        self.device = clip.device
+        self.extractor = DenseFeatureExtractor(clip.model.visual, self.calibration, self.method)
+        features = np.asarray(embeddings.features, dtype=np.float32)
+        if features.shape[1] != clip.output_dim:
+            raise VocabularyError(
+                f"vocabulary embeddings have dimension {features.shape[1]} but the model "
+                f"outputs {clip.output_dim}"
+            )
+        self.text = torch.from_numpy(features).to(self.device)  # [Q, D] float32
+        self.query_class = torch.from_numpy(np.asarray(embeddings.query_class, dtype=np.int64)).to(
+            self.device
+        )
+        self._class_names = tuple(embeddings.class_names)
+        self.workspace = Workspace(per_thread=False)
+        """Post-processing buffers, reused from one image to the next; whichever thread
+        post-processes an image holds :attr:`_finishing_lock` (one image at a time)."""
+        self._finishing_lock = threading.Lock()
+        self.parts: PartRunner = (
+            PartThreads(min(torch.get_num_threads(), MAX_PARTS))
+            if self.device.type == "cpu" and torch.get_num_threads() > 1
+            else IN_ORDER
+        )
+        """Runs the parts of each image's post-processing: on the CPU at once, one per intra-op
+        thread the segmenter was made with (at most :data:`~scclip_cli.maps.parts.MAX_PARTS`), on
+        threads of their own; elsewhere one after another."""
+
+    @classmethod
+    def load(
+        cls,
+        vocab: str | Path | list[str] | QueryEmbeddings,
+        model: str = "ViT-B-16-quickgelu",
+        pretrained: str = "openai",
+        device: str = "auto",
+        precision: str = "auto",
+        protocol: ProtocolConfig | None = None,
+        preset: str | None = None,
+        calibration: CalibrationConfig | None = None,
+        method: str | MethodConfig = "sc-clip",
+        batch_size: int | None = None,
+    ) -> Segmenter:
+        """Load the model and embed the vocabulary (a .txt/.npz path, or a list of class lines).
+
+        ``protocol`` wins over ``preset``; with neither, the paper's defaults apply. The model's
+        text tower is released once the vocabulary is embedded (segmenting needs only the vision
+        tower); to embed more vocabularies with one model, build it with
+        :func:`~scclip_cli.model.loading.load_clip` and pass embeddings to :class:`Segmenter`.
+        """
+        from scclip_cli.model.loading import load_clip
+        from scclip_cli.model.text_embeddings import QueryEmbeddings, load_vocabulary_embeddings
+
+        if protocol is None:
+            protocol = resolve_protocol(preset)
+        if isinstance(method, str):
+            method = MethodConfig(name=method)  # validate before the (slow) model load
+        clip = load_clip(model, pretrained, device=device, precision=precision)
+        if calibration is None:
+            calibration = calibration_for_depth(clip.depth)
+        embeddings = (
+            vocab if isinstance(vocab, QueryEmbeddings) else load_vocabulary_embeddings(vocab, clip)
+        )
+        clip.release_text_tower()  # this model is ours and the vocabulary is embedded
+        return cls(clip, embeddings, protocol, calibration, method, batch_size)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._class_names
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description: model, weights, method, every protocol and calibration constant."""
+        import torch
+
+        return {
+            "model": self.clip.model_name,
+            "pretrained": self.clip.pretrained,
+            "model_identity": dict(self.clip.identity),
+            "device": str(self.device),
+            "precision": str(self.clip.dtype).replace("torch.", ""),
+            "method": dataclasses.asdict(self.method),
+            "protocol": dataclasses.asdict(self.protocol),
+            "calibration": dataclasses.asdict(self.calibration),
+            "batch_size": self.batch_size,
+            "num_classes": len(self._class_names),
+            "num_queries": int(self.text.shape[0]),
+            "class_names": list(self._class_names),
+            "vocabulary_identity": dict(getattr(self.embeddings, "identity", {}) or {}),
+            "torch": torch.__version__,
+        }
+
+    # ------------------------------------------------------------------ preparation
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """Resize (as the reference: OpenCV-exact bilinear on uint8) and normalise one image.
+
+        Args:
+            image: ``[H, W, 3]`` uint8 RGB.
+        """
+        from scclip_cli.files.image_io import normalize_image
+        from scclip_cli.maps.resize import resize_for_protocol
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"expected an [H, W, 3] uint8 RGB array, got {image.shape} {image.dtype}"
+            )
+        height, width = image.shape[:2]
+        resized = resize_for_protocol(image, self.protocol.short_side, self.protocol.long_side)
+        return PreparedImage(normalize_image(resized), height, width)
+
+    # ------------------------------------------------------------------ segmentation
+    def segment(self, image: np.ndarray | str | Path) -> Segmentation:
+        """Segment one image: an ``[H, W, 3] uint8`` RGB array or a path (read with EXIF applied)."""
+        if isinstance(image, str | Path):
+            from scclip_cli.files.image_io import read_image_rgb
+
+            image = read_image_rgb(image)
+        return next(iter(self.segment_many([image])))
+
+    def segment_many(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[Segmentation]:
+        """Segment images in order, batching crops across images.
+
+        Accepts ``[H, W, 3] uint8`` arrays or :class:`PreparedImage` (made by :meth:`prepare`, e.g.
+        on a reader thread). Yields one :class:`Segmentation` per image, in input order, as soon as
+        its last crop is scored.
+
+        The model runs on the calling thread; between forward passes, each image whose crops are
+        all scored is post-processed (overlap averaging, upsampling, labels) in parts that run at
+        once (:attr:`parts`), while the model's threads wait.
+        """
+        for job in self._scored_jobs(images):
+            yield self._finish(job)
+
+    def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
+        """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale; refined
+        by PAMR when ``method.pamr_steps > 0``).
+
+        Materialises every query at full resolution: meant for diagnostics and parity tests.
+        """
+        import torch
+
+        from scclip_cli.maps.postprocess import upsample_scores
+
+        job = next(self._scored_jobs([image]))
+        prepared = job.prepared
+        with self._finishing_lock, torch.inference_mode():
+            full = upsample_scores(self._averaged_scores(job), prepared.height, prepared.width)
+            return full.contiguous().cpu().numpy()
+
+    def _scored_jobs(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[_Job]:
+        from scclip_cli.maps.sliding_window import WindowCanvas, windows
+
+        p = self.protocol
+        pending: deque[_Job] = deque()
+        batch: list[tuple[_Job, Window, torch.Tensor]] = []
+        for image in images:
+            prepared = image if isinstance(image, PreparedImage) else self.prepare(image)
+            _, h, w = prepared.pixels.shape
+            job_windows = windows(h, w, p.crop, p.stride)
+            canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
+            job = _Job(prepared, job_windows, canvas, len(job_windows))
+            pending.append(job)
+            for win in job_windows:
+                crop = prepared.pixels[:, win.y1 : win.y2, win.x1 : win.x2]
+                if batch and (len(batch) == self.batch_size or batch[0][2].shape != crop.shape):
+                    self._run_batch(batch)
+                    batch = []
+                batch.append((job, win, crop))
+            while pending and pending[0].remaining == 0:
+                yield pending.popleft()
+        if batch:
+            self._run_batch(batch)
+        while pending:
+            yield pending.popleft()
+
+    def _run_batch(self, batch: list[tuple[_Job, Window, torch.Tensor]]) -> None:
+        """Dense features → cosine scores → each window's patch scores into its image's canvas."""
+        import torch
+
+        crops = torch.stack([crop for _, _, crop in batch])
+        if self.device.type == "cuda":
+            crops = crops.pin_memory().to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            dense = self.extractor(crops.to(self.clip.dtype)).float()  # [B, gh, gw, D]
+            dense = dense / dense.norm(dim=-1, keepdim=True)
+            patch_scores = dense @ self.text.T  # [B, gh, gw, Q]
+            for (job, win, _), scores in zip(batch, patch_scores, strict=True):
+                job.canvas.add_patches(win, scores)  # kept as patches until post-processing
+                job.remaining -= 1
+
+    def _averaged_scores(self, job: _Job) -> WindowCanvas | torch.Tensor:
+        """Window-averaged scores: the canvas itself (whose window patches post-processing takes
+        straight to the original size, or reads by rows once built: see
+        :func:`~scclip_cli.maps.postprocess.make_resizer`), or, when ``method.pamr_steps > 0``, the
+        ``[Q, h, w]`` float32 tensor at the resized size refined by PAMR.
+
+        PAMR runs here, on the resized image, rather than at the original size as in the reference,
+        so memory stays bounded (see :mod:`scclip_cli.maps.pamr`).
+        """
+        if self.method.pamr_steps <= 0:
+            return job.canvas
+        from scclip_cli.maps.pamr import refine
+
+        job.canvas.build(self.parts)
+        scores = job.canvas.average()
+        pixels = job.prepared.pixels.to(scores.device)
+        return refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
+
+    def _finish(self, job: _Job) -> Segmentation:
+        import torch
+
+        from scclip_cli.maps.postprocess import labels_from_scores
+
+        with self._finishing_lock, torch.inference_mode():
+            result = labels_from_scores(
+                self._averaged_scores(job),
+                job.prepared.height,
+                job.prepared.width,
+                self.query_class,
+                len(self._class_names),
+                self.protocol,
+                workspace=self.workspace,
+                runner=self.parts,
+            )
+        return Segmentation(
+            labels=result.labels.cpu().numpy(),  # int32
+            confidence=result.confidence.cpu().numpy(),
+            class_names=self._class_names,
+        )

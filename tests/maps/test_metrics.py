@@ -1,0 +1,193 @@
+"""Confusion matrix and mmseg IoUMetric scores against an independent computation (sklearn)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix
+
+from scclip_cli.errors import EvaluationError
+from scclip_cli.maps.metrics import (
+    ConfusionMatrix,
+    label_problems,
+    merge_confusions,
+    reduce_zero_label,
+)
+
+
+def reference(preds, gts, k, ignore=255):
+    """sklearn's confusion matrix, then IoU / Acc by hand (percent, NaN where undefined)."""
+    g = np.concatenate([x.ravel() for x in gts])
+    p = np.concatenate([x.ravel() for x in preds])
+    valid = g != ignore
+    cm = confusion_matrix(g[valid], p[valid], labels=list(range(k)))
+    iou, acc = [], []
+    for c in range(k):
+        inter = cm[c, c]
+        union = cm[c, :].sum() + cm[:, c].sum() - inter
+        iou.append(inter / union * 100 if union else math.nan)
+        acc.append(inter / cm[c, :].sum() * 100 if cm[c, :].sum() else math.nan)
+    defined_iou = [v for v in iou if not math.isnan(v)]
+    defined_acc = [v for v in acc if not math.isnan(v)]
+    return {
+        "cm": cm,
+        "iou": iou,
+        "acc": acc,
+        "mIoU": sum(defined_iou) / len(defined_iou),
+        "mAcc": sum(defined_acc) / len(defined_acc),
+        "aAcc": np.trace(cm) / cm.sum() * 100,
+    }
+
+
+def assert_scores_equal(metrics, ref):
+    for key in ("mIoU", "mAcc", "aAcc"):
+        assert metrics[key] == pytest.approx(ref[key], rel=1e-12), key
+    for row, iou, acc in zip(metrics["per_class"], ref["iou"], ref["acc"], strict=True):
+        for got, want in ((row["iou"], iou), (row["acc"], acc)):
+            if math.isnan(want):
+                assert math.isnan(got)
+            else:
+                assert got == pytest.approx(want, rel=1e-12)
+
+
+def make_maps(rng, n=3, k=6, shape=(17, 23)):
+    """Random maps where class 5 appears nowhere, class 4 is never predicted, and class 3 is
+    predicted but absent from the ground truth; some ground truth is ignored (255)."""
+    preds, gts = [], []
+    for _ in range(n):
+        gt = rng.integers(0, 5, size=shape)  # classes 0..4
+        gt[rng.random(shape) < 0.1] = 255
+        gt[gt == 3] = 2
+        pred = rng.integers(0, 4, size=shape)  # classes 0..3, never 4 or 5
+        agree = rng.random(shape) < 0.5
+        pred[agree & (gt < 4)] = gt[agree & (gt < 4)]
+        preds.append(pred)
+        gts.append(gt)
+    return preds, gts
+
+
+def test_scores_equal_independent_computation():
+    rng = np.random.default_rng(0)
+    preds, gts = make_maps(rng)
+    cm = ConfusionMatrix(6)
+    for p, g in zip(preds, gts, strict=True):
+        cm.update(p, g)
+    ref = reference(preds, gts, 6)
+    np.testing.assert_array_equal(cm.matrix, ref["cm"])
+    m = cm.metrics()
+    assert_scores_equal(m, ref)
+    rows = m["per_class"]
+    assert math.isnan(rows[5]["iou"]) and math.isnan(rows[5]["acc"])  # absent from both sides
+    assert rows[4]["iou"] == 0.0 and rows[4]["acc"] == 0.0  # in the ground truth, never predicted
+    assert rows[3]["iou"] == 0.0 and math.isnan(rows[3]["acc"])  # predicted, not in the gt
+    assert rows[4]["pred_pixels"] == 0 and rows[4]["gt_pixels"] > 0
+    assert m["num_images"] == 3
+    # NaN classes are left out of the means
+    assert m["mIoU"] == pytest.approx(np.mean([r["iou"] for r in rows[:5]]))
+
+
+def test_ignore_index_pixels_are_not_counted_for_prediction_either():
+    gt = np.array([[0, 255], [1, 1]])
+    pred = np.array([[0, 1], [1, 0]])
+    cm = ConfusionMatrix(2)
+    cm.update(pred, gt)
+    np.testing.assert_array_equal(cm.matrix, [[1, 0], [1, 1]])
+    assert cm.metrics()["per_class"][1]["pred_pixels"] == 1
+
+
+def test_reduce_zero_label_matches_mmseg_uint8_arithmetic():
+    gt = np.array([[0, 1, 2], [150, 254, 255]], dtype=np.uint8)
+    mmseg = gt.copy()
+    mmseg[mmseg == 0] = 255
+    mmseg = mmseg - 1
+    mmseg[mmseg == 254] = 255
+    out = reduce_zero_label(gt)
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, mmseg.astype(np.int64))
+
+
+def test_reduce_zero_label_scores_equal_independent_computation():
+    rng = np.random.default_rng(1)
+    gts = [rng.integers(0, 5, size=(9, 11)).astype(np.uint8) for _ in range(2)]
+    gts[0][0, :] = 255
+    preds = [rng.integers(0, 4, size=(9, 11)) for _ in range(2)]
+    cm = ConfusionMatrix(4)
+    for p, g in zip(preds, gts, strict=True):
+        cm.update(p, reduce_zero_label(g))
+    reduced = []
+    for g in gts:
+        r = g.copy()
+        r[r == 0] = 255
+        r = r - 1
+        r[r == 254] = 255
+        reduced.append(r.astype(np.int64))
+    ref = reference(preds, reduced, 4)
+    np.testing.assert_array_equal(cm.matrix, ref["cm"])
+    assert_scores_equal(cm.metrics(), ref)
+
+
+def test_out_of_range_values_are_errors_naming_file_and_value():
+    cm = ConfusionMatrix(3)
+    with pytest.raises(EvaluationError, match=r"a\.png: prediction value\(s\) 7 outside"):
+        cm.update(np.array([[0, 7]]), np.array([[0, 1]]), name="a.png")
+    with pytest.raises(EvaluationError, match=r"ground-truth value\(s\) 3, 9 outside"):
+        cm.update(np.array([[0, 1, 2]]), np.array([[3, 9, 255]]), name="b.png")
+    with pytest.raises(EvaluationError, match="size 2x1 differs"):
+        cm.update(np.zeros((1, 2), int), np.zeros((2, 2), int), name="c.png")
+    assert cm.num_images == 0 and cm.matrix.sum() == 0
+    # gt values equal to the ignore index are fine; a negative prediction is not
+    assert label_problems(np.zeros((1, 2), int), np.array([[255, 0]]), 3) == []
+    assert label_problems(np.array([[-1, 0]]), np.zeros((1, 2), int), 3)
+
+
+def test_empty_matrix_scores_are_nan():
+    m = ConfusionMatrix(2).metrics()
+    assert math.isnan(m["mIoU"]) and math.isnan(m["aAcc"])
+
+
+def test_save_load_roundtrip(tmp_path):
+    rng = np.random.default_rng(2)
+    preds, gts = make_maps(rng, n=1)
+    cm = ConfusionMatrix(6, list("abcdef"), config={"dataset": "x"}, shard=(2, 3))
+    cm.update(preds[0], gts[0])
+    path = tmp_path / "part.npz"
+    cm.save(path)
+    back = ConfusionMatrix.load(path)
+    np.testing.assert_array_equal(back.matrix, cm.matrix)
+    assert back.class_names == tuple("abcdef")
+    assert back.config == {"dataset": "x"}
+    assert back.num_images == 1 and back.shards == ((2, 3),)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(EvaluationError, match=r"junk\.npz"):
+        ConfusionMatrix.load(tmp_path / "junk.npz")
+
+
+def test_merge_sums_and_refuses_duplicates_and_mismatches():
+    rng = np.random.default_rng(3)
+    preds, gts = make_maps(rng, n=4)
+    whole = ConfusionMatrix(6)
+    parts = [ConfusionMatrix(6, shard=(i + 1, 2)) for i in range(2)]
+    for i, (p, g) in enumerate(zip(preds, gts, strict=True)):
+        whole.update(p, g)
+        parts[i % 2].update(p, g)
+    merged = merge_confusions([("a", parts[0]), ("b", parts[1])])
+    np.testing.assert_array_equal(merged.matrix, whole.matrix)
+    assert merged.num_images == 4 and merged.missing_shards() == []
+    with pytest.raises(EvaluationError, match="duplicate shard"):
+        merge_confusions([("a", parts[0]), ("a again", parts[0])])
+    with pytest.raises(EvaluationError, match="overlap"):
+        merge_confusions([("a", parts[0]), ("c", ConfusionMatrix(6, shard=(2, 3)))])
+    with pytest.raises(EvaluationError, match="different classes"):
+        merge_confusions([("a", parts[0]), ("d", ConfusionMatrix(5, shard=(2, 2)))])
+    with pytest.raises(EvaluationError, match=r"different settings \(dataset\)"):
+        merge_confusions(
+            [("a", parts[0]), ("e", ConfusionMatrix(6, config={"dataset": "y"}, shard=(2, 2)))]
+        )
+    assert merge_confusions([("a", parts[0])]).missing_shards() == [(2, 2)]
+
+
+def test_ignore_index_inside_class_range_is_refused():
+    with pytest.raises(EvaluationError, match="ignore index 3"):
+        ConfusionMatrix(5, ignore_index=3)

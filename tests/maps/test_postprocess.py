@@ -1,0 +1,140 @@
+"""Tiled upsampling and post-processing against the straightforward full-tensor computation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scclip_cli.config import ProtocolConfig
+from scclip_cli.maps.postprocess import class_probabilities, labels_from_scores, upsample_scores
+
+
+def _reference(scores, h, w, query_class, k, p: ProtocolConfig):
+    """The reference's post-processing on the full upsampled tensor."""
+    full = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    probs = torch.softmax(full * p.logit_scale, 0)
+    if k != probs.shape[0]:
+        onehot = F.one_hot(query_class, k).T.view(k, -1, 1, 1)
+        probs = (probs[None] * onehot).max(1)[0]
+    if p.area_threshold is not None:
+        pred = F.one_hot(probs.argmax(0), k).to(probs.dtype)
+        area = pred[:, :, 1:].sum((0, 1), keepdim=True)
+        area = (area > p.area_threshold * area.sum()).to(probs.dtype)
+        probs[1:] *= area.transpose(0, -1)
+    labels = probs.argmax(0)
+    conf = probs.max(0)[0]
+    labels[conf < p.prob_threshold] = 0
+    return labels, conf
+
+
+@pytest.mark.parametrize(
+    "protocol",
+    [
+        ProtocolConfig(logit_scale=40),
+        ProtocolConfig(logit_scale=50, prob_threshold=0.3, area_threshold=0.1),
+        ProtocolConfig(logit_scale=10, area_threshold=0.3),
+    ],
+)
+def test_tiled_postprocess_equals_full_tensor(protocol):
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(7, 13, 17, generator=g) * 0.05
+    scores[2, 3:9, 4:12] += 0.2  # a big region of class 1
+    scores[6, 0:2, 0:2] += 0.2  # a tiny region of class 3 (dropped by the area rule)
+    query_class = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    ref_labels, ref_conf = _reference(scores, 50, 61, query_class, 4, protocol)
+    # a tiny tile budget forces many tiles
+    out = labels_from_scores(scores, 50, 61, query_class, 4, protocol, tile_elements=7 * 61 * 3)
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
+
+
+@pytest.mark.parametrize("tile_elements", [7 * 20, 7 * 61 * 2, 1 << 20])
+def test_tiles_and_row_sources_change_nothing(tile_elements):
+    """Column tiles (a row wider than a tile), row tiles and one tile; a tensor or rows by band."""
+    from scclip_cli.maps.postprocess import TensorRows
+
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(7, 13, 17, generator=g) * 0.05
+    scores[2, 3:9, 4:12] += 0.2
+    scores[6, 0:2, 0:2] += 0.2
+    query_class = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    protocol = ProtocolConfig(logit_scale=50, prob_threshold=0.3, area_threshold=0.1)
+    ref_labels, ref_conf = _reference(scores, 50, 61, query_class, 4, protocol)
+    for source in (scores, TensorRows(scores)):
+        out = labels_from_scores(source, 50, 61, query_class, 4, protocol, tile_elements)
+        assert torch.equal(out.labels, ref_labels)
+        torch.testing.assert_close(out.confidence, ref_conf)
+
+
+def test_unsorted_synonyms_keep_the_reference_argmax():
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(6, 9, 11, generator=g) * 0.1
+    query_class = torch.tensor([2, 0, 1, 0, 2, 1])  # synonyms interleaved
+    protocol = ProtocolConfig(logit_scale=40)
+    ref_labels, ref_conf = _reference(scores, 30, 40, query_class, 3, protocol)
+    out = labels_from_scores(scores, 30, 40, query_class, 3, protocol)
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
+
+
+def test_area_rule_removes_small_classes():
+    scores = torch.zeros(3, 10, 10)
+    scores[1] += 0.5
+    scores[2, :1, :1] += 1.0  # 1 pixel of class 2 out of 100 foreground
+    p = ProtocolConfig(logit_scale=50, area_threshold=0.05)
+    out = labels_from_scores(scores, 10, 10, torch.arange(3), 3, p)
+    assert set(out.labels.unique().tolist()) == {1}
+
+
+def test_upsample_matches_torch_interpolate():
+    scores = torch.randn(3, 9, 14)
+    for h, w in [(20, 31), (9, 14), (5, 7), (100, 3)]:
+        expected = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        torch.testing.assert_close(upsample_scores(scores, h, w), expected, atol=5e-6, rtol=1e-5)
+
+
+def test_synonym_max():
+    scores = torch.tensor([[0.1], [0.3], [0.2]])[..., None]  # [Q=3, 1, 1]
+    probs = class_probabilities(scores, torch.tensor([0, 1, 1]), 2, 10.0)
+    q = torch.softmax(scores * 10, 0)
+    torch.testing.assert_close(probs[:, 0, 0], torch.stack([q[0, 0, 0], q[1:, 0, 0].max()]))
+
+
+def test_first_best_query_of_source_pixels_breaks_ties_by_the_first():
+    from scclip_cli.maps.postprocess import TensorRows, source_best_query
+    from scclip_cli.maps.workspace import Workspace
+
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(5, 6, 7, generator=g)
+    scores[3, 0, 0] = scores[1, 0, 0] = scores[:, 0, 0].max() + 1  # a tie: query 1 comes first
+    countdown = torch.arange(5, 0, -1, dtype=torch.float32)
+    for band in (7 * 5, 7 * 5 * 4, 1):  # one row, several rows, less than a row
+        best = source_best_query(TensorRows(scores), countdown, band, Workspace())
+        assert torch.equal(best, scores.argmax(0))
+        assert best[0, 0] == 1
+
+
+def test_shared_cells_are_the_ones_whose_four_corners_agree():
+    from scclip_cli.maps.postprocess import shared_cell_best
+
+    best = torch.tensor([[0, 0, 1], [0, 0, 1], [2, 2, 1]])
+    expected = torch.tensor([[0, -1, 1], [-1, -1, 1], [2, -1, 1]])
+    assert torch.equal(shared_cell_best(best), expected)
+
+
+@pytest.mark.parametrize("size", [(200, 230), (9, 11), (4, 30)])
+def test_labels_inside_and_between_agreeing_cells_match_the_full_argmax(size):
+    """Smooth scores (big regions, so most output pixels take the shortcut) upsampled a lot,
+    kept, and shrunk: the labels are the full tensor's argmax."""
+    from scclip_cli.maps.postprocess import shared_cell_best
+
+    g = torch.Generator().manual_seed(4)
+    coarse = torch.randn(6, 4, 5, generator=g)
+    scores = F.interpolate(coarse[None], size=(12, 15), mode="bilinear")[0].contiguous()
+    query_class = torch.arange(6)
+    shared = shared_cell_best(scores.argmax(0)) >= 0
+    assert 0.5 < shared.float().mean() < 1  # both ways to the label are taken
+    protocol = ProtocolConfig(logit_scale=40)
+    ref_labels, ref_conf = _reference(scores, *size, query_class, 6, protocol)
+    out = labels_from_scores(scores, *size, query_class, 6, protocol, tile_elements=6 * 230 * 3)
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
