@@ -9,7 +9,13 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1  # a batch run finished but some inputs failed (listed in failures.jsonl)
 EXIT_USAGE = 2  # usage / configuration error found before any work was done
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped by a scheduler (or kill)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: the run stops exactly as on Ctrl-C (a ``KeyboardInterrupt``), and the
+    CLI exits with :data:`EXIT_TERMINATED` instead of :data:`EXIT_INTERRUPTED`."""
 
 
 class ScclipError(Exception):

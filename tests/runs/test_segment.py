@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from scclip_cli.errors import UsageError, VocabularyError
+from scclip_cli.predict.model_options import ModelOptions
 from scclip_cli.predict.segmenter import Segmentation
 from scclip_cli.runs.segment import segment
 
@@ -88,6 +89,8 @@ def make_folder(root: Path, count: int = 7) -> list[Path]:
 
 def run(inputs: list[Any], out: Path, seg: Any = None, **options: Any) -> Any:
     options.setdefault("quiet", True)
+    if "batch_size" in options:  # a model option (checked even when a segmenter is given)
+        options["model"] = ModelOptions(batch_size=options.pop("batch_size"))
     return segment(inputs, None, out, segmenter=seg or FakeSegmenter(), **options)
 
 

@@ -10,7 +10,13 @@ import sys
 
 import typer
 
-from scclip_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ScclipError
+from scclip_cli.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    ScclipError,
+    Terminated,
+)
 
 app = typer.Typer(
     name="scclip",
@@ -38,6 +44,9 @@ def report_error(err: BaseException) -> int:
     if isinstance(err, ScclipError):
         print(f"scclip: error: {err}", file=sys.stderr)
         return err.exit_code
+    if isinstance(err, Terminated):
+        print("scclip: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     if isinstance(err, KeyboardInterrupt):
         print("scclip: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

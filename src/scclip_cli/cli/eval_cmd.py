@@ -3,49 +3,18 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from scclip_cli.cli.options import (
-    RUN_PANEL,
-    AdaptiveAnomalyRatioOpt,
-    AnomalyDetectorOpt,
-    AreaThresholdOpt,
-    BatchSizeOpt,
-    BoundaryAwareRepairOpt,
-    CpusPerWorkerOpt,
-    CropOpt,
-    DeviceOpt,
-    EngineOpt,
-    GpusPerWorkerOpt,
-    LogitScaleOpt,
-    MethodOpt,
-    ModelOpt,
-    NoAnomalyRepairOpt,
-    NoAttentionEnhancementOpt,
-    NoFeatureAggregationOpt,
-    NoMultiLevelFusionOpt,
-    PamrDilationsOpt,
-    PamrStepsOpt,
-    PrecisionOpt,
-    PresetOpt,
-    PretrainedOpt,
-    ProbThresholdOpt,
-    QuietOpt,
-    RayAddressOpt,
-    ShardOpt,
-    ShortSideOpt,
-    StrideOpt,
-    WorkersOpt,
-    method_from_options,
-    protocol_overrides,
-)
-from scclip_cli.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, PROTOCOL_PRESETS
+from scclip_cli.cli.options import RUN_PANEL, SharedOptions, shared_options
+from scclip_cli.cli.signals import sigterm_as_interrupt
+from scclip_cli.config import PROTOCOL_PRESETS
 from scclip_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from scclip_cli.runs.evaluate import EvaluationResult
 
 DEFAULT_IGNORE_INDEX = 255
 """``scclip_cli.maps.metrics.IGNORE_INDEX``, repeated so that ``--help`` does not import numpy."""
@@ -199,6 +168,7 @@ ChartOpt = Annotated[
 ]
 
 
+@shared_options
 def eval_command(
     parts: PartsArg = None,
     pred: PredOpt = None,
@@ -213,40 +183,13 @@ def eval_command(
     ignore_index: IgnoreIndexOpt = DEFAULT_IGNORE_INDEX,
     gt_suffix: GtSuffixOpt = "",
     pred_suffix: PredSuffixOpt = "",
-    model: ModelOpt = DEFAULT_MODEL,
-    pretrained: PretrainedOpt = DEFAULT_PRETRAINED,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = "auto",
-    method: MethodOpt = "sc-clip",
-    no_anomaly_repair: NoAnomalyRepairOpt = False,
-    no_attention_enhancement: NoAttentionEnhancementOpt = False,
-    no_feature_aggregation: NoFeatureAggregationOpt = False,
-    no_multi_level_fusion: NoMultiLevelFusionOpt = False,
-    adaptive_anomaly_ratio: AdaptiveAnomalyRatioOpt = False,
-    boundary_aware_repair: BoundaryAwareRepairOpt = False,
-    anomaly_detector: AnomalyDetectorOpt = None,
-    pamr_steps: PamrStepsOpt = None,
-    pamr_dilations: PamrDilationsOpt = None,
-    preset: PresetOpt = None,
-    short_side: ShortSideOpt = None,
-    crop: CropOpt = None,
-    stride: StrideOpt = None,
-    logit_scale: LogitScaleOpt = None,
-    prob_threshold: ProbThresholdOpt = None,
-    area_threshold: AreaThresholdOpt = None,
-    batch_size: BatchSizeOpt = None,
+    *,
+    shared: SharedOptions,
     limit: LimitOpt = None,
-    shard: ShardOpt = None,
     save_pred: SavePredOpt = None,
     save_confusion: SaveConfusionOpt = None,
     json_path: JsonOpt = None,
     chart: ChartOpt = None,
-    quiet: QuietOpt = False,
-    engine: EngineOpt = "local",
-    ray_address: RayAddressOpt = None,
-    workers: WorkersOpt = None,
-    gpus_per_worker: GpusPerWorkerOpt = None,
-    cpus_per_worker: CpusPerWorkerOpt = None,
 ) -> int:
     """Score segmentations with mIoU, mAcc and aAcc (mmsegmentation's definitions).
 
@@ -259,89 +202,76 @@ def eval_command(
     mismatches and labels outside the class range stop the run with exit
     status 2, listing the files.
     """
-    from scclip_cli.runs import eval_report
-    from scclip_cli.runs.evaluate import EvaluationResult, evaluate, merge_results
-    from scclip_cli.runs.ray_engine import evaluate_on_ray, ray_options_from_cli
+    from scclip_cli.runs.evaluate import evaluate, merge_results
 
-    ray_options = ray_options_from_cli(
-        engine,
-        address=ray_address,
-        workers=workers,
-        gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker,
-    )
     result: EvaluationResult
     if merge:
-        others = {
-            "--pred": pred,
-            "--gt": gt,
-            "--images": images,
-            "--dataset": dataset,
-            "--data-root": data_root,
-            "--shard": shard,
-            "--limit": limit,
-            "--save-pred": save_pred,
-            "--vocab": vocab,
-            "--num-classes": num_classes,
-            "--engine ray": ray_options,
-        }
-        given = [name for name, value in others.items() if value is not None]
-        if given:
-            raise UsageError(f"--merge combines saved matrices; drop {', '.join(given)}")
+        _check_merge_alone(
+            {
+                "--pred": pred,
+                "--gt": gt,
+                "--images": images,
+                "--dataset": dataset,
+                "--data-root": data_root,
+                "--shard": shared.shard,
+                "--limit": limit,
+                "--save-pred": save_pred,
+                "--vocab": vocab,
+                "--num-classes": num_classes,
+                "--engine ray": None if shared.engine == "local" else shared.engine,
+            }
+        )
         result = merge_results(parts or [])
     else:
         if parts:
             raise UsageError(
                 f"unexpected argument {str(parts[0])!r} (confusion-matrix files need --merge)"
             )
-        run: Callable[..., EvaluationResult] = (
-            evaluate
-            if ray_options is None
-            else partial(evaluate_on_ray, ray_options=ray_options, quiet=quiet)
-        )
-        result = run(
-            gt_dir=gt,
-            pred_dir=pred,
-            images_dir=images,
-            dataset=dataset,
-            data_root=data_root,
-            vocab=vocab,
-            num_classes=num_classes,
-            reduce_zero_label=reduce_zero_label,
-            ignore_index=ignore_index,
-            gt_suffix=gt_suffix,
-            pred_suffix=pred_suffix,
-            limit=limit,
-            shard=shard,
-            save_pred=save_pred,
-            model=model,
-            pretrained=pretrained,
-            device=device,
-            precision=precision,
-            method=method_from_options(
-                method,
-                no_anomaly_repair=no_anomaly_repair,
-                no_attention_enhancement=no_attention_enhancement,
-                no_feature_aggregation=no_feature_aggregation,
-                no_multi_level_fusion=no_multi_level_fusion,
-                adaptive_anomaly_ratio=adaptive_anomaly_ratio,
-                boundary_aware_repair=boundary_aware_repair,
-                anomaly_detector=anomaly_detector,
-                pamr_steps=pamr_steps,
-                pamr_dilations=pamr_dilations,
-            ),
-            preset=preset,
-            protocol_overrides=protocol_overrides(
-                short_side=short_side,
-                crop=crop,
-                stride=stride,
-                logit_scale=logit_scale,
-                prob_threshold=prob_threshold,
-                area_threshold=area_threshold,
-            ),
-            batch_size=batch_size,
-            progress=False if quiet else None,
-        )
+        with sigterm_as_interrupt():
+            result = evaluate(
+                gt_dir=gt,
+                pred_dir=pred,
+                images_dir=images,
+                dataset=dataset,
+                data_root=data_root,
+                vocab=vocab,
+                num_classes=num_classes,
+                reduce_zero_label=reduce_zero_label,
+                ignore_index=ignore_index,
+                gt_suffix=gt_suffix,
+                pred_suffix=pred_suffix,
+                limit=limit,
+                shard=shared.shard,
+                save_pred=save_pred,
+                model=shared.model,
+                engine=shared.engine,
+                preset=shared.preset,
+                protocol_overrides=shared.protocol_overrides,
+                progress=False if shared.quiet else None,
+                quiet=shared.quiet,
+            )
+    _report(result, save_confusion, json_path, chart, quiet=shared.quiet)
+    return 0
+
+
+def _check_merge_alone(others: dict[str, object]) -> None:
+    """``--merge`` combines saved matrices: any option of a scoring run is a usage error."""
+    given = [name for name, value in others.items() if value is not None]
+    if given:
+        raise UsageError(f"--merge combines saved matrices; drop {', '.join(given)}")
+
+
+def _report(
+    result: EvaluationResult,
+    save_confusion: Path | None,
+    json_path: Path | None,
+    chart: Path | None,
+    *,
+    quiet: bool,
+) -> None:
+    """The table on stdout, and the files asked for."""
+    from scclip_cli.runs import eval_report
+
     eval_report.print_table(result)
     written = []
     if save_confusion is not None:
@@ -355,4 +285,3 @@ def eval_command(
         written.append(str(chart))
     if written and not quiet:
         print(f"wrote {', '.join(written)}", file=sys.stderr)
-    return 0

@@ -1,19 +1,38 @@
-"""Option definitions shared by several commands, defined once (``Annotated`` aliases).
+"""Option definitions shared by several commands, defined once (``Annotated`` aliases), and
+:func:`shared_options`, which gives ``segment`` and ``eval`` the same model, method, protocol, run
+and engine options and hands them over as one :class:`SharedOptions` value.
 
-Defaults come from the library's dataclasses so there is one place for every default. Nothing here
-imports torch.
+Defaults and the lists in help texts come from the library's configs, so there is one place for
+every default. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from scclip_cli.config import ANOMALY_DETECTORS, CalibrationConfig, MethodConfig, ProtocolConfig
-from scclip_cli.errors import ConfigError
+from scclip_cli.config import (
+    ANOMALY_DETECTORS,
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    METHODS,
+    PROTOCOL_PRESETS,
+    CalibrationConfig,
+    MethodConfig,
+    ProtocolConfig,
+)
+from scclip_cli.errors import ConfigError, UsageError
+from scclip_cli.predict.model_options import ModelOptions
+
+if TYPE_CHECKING:
+    from scclip_cli.runs.ray_engine import RayOptions
 
 _PROTOCOL = ProtocolConfig()
 _CAL = CalibrationConfig()
@@ -62,7 +81,7 @@ MethodOpt = Annotated[
     str,
     typer.Option(
         "--method",
-        help="sc-clip (default) | clip | maskclip | sclip | clearclip",
+        help=f"{METHODS[0]} (default) | {' | '.join(METHODS[1:])}",
         rich_help_panel=MODEL_PANEL,
     ),
 ]
@@ -70,8 +89,8 @@ PresetOpt = Annotated[
     str | None,
     typer.Option(
         "--preset",
-        help="Benchmark protocol preset: voc21, voc20, context60, context59, coco-object, "
-        "coco-stuff, cityscapes, ade20k. Explicit protocol options override it.",
+        help=f"Benchmark protocol preset: {', '.join(PROTOCOL_PRESETS)}. Explicit protocol "
+        "options override it.",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
@@ -159,11 +178,15 @@ VocabOpt = Annotated[
 # Ray options default to None ("not given"), so --engine local can refuse them; the defaults that
 # apply with --engine ray are in scclip_cli.runs.ray_engine.RayOptions.
 
+ENGINES = ("local", "ray")
+"""Values of ``--engine``."""
+
 EngineOpt = Annotated[
     str,
     typer.Option(
         "--engine",
-        help="local: this process | ray: model-holding Ray workers on this machine or a cluster, "
+        help=f"{ENGINES[0]}: this process | {ENGINES[1]}: model-holding Ray workers on this "
+        "machine or a cluster, "
         'same outputs (needs pip install "scclip-cli\\[ray]")',
         rich_help_panel=ENGINE_PANEL,
     ),
@@ -366,3 +389,166 @@ def method_from_options(
     if pamr_dilations is not None:
         fields["pamr_dilations"] = parse_dilations(pamr_dilations)
     return MethodConfig(**fields)  # type: ignore[arg-type]
+
+
+def engine_from_options(
+    engine: str,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float | None = None,
+) -> str | RayOptions:
+    """``"local"``, or the :class:`~scclip_cli.runs.ray_engine.RayOptions` of ``--engine ray``
+    and its options.
+
+    Raises:
+        UsageError: an unknown engine, or Ray options given with ``--engine local``.
+    """
+    if engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    given = {
+        "--ray-address": address,
+        "--workers": workers,
+        "--gpus-per-worker": gpus_per_worker,
+        "--cpus-per-worker": cpus_per_worker,
+    }
+    if engine == "local":
+        named = [name for name, value in given.items() if value is not None]
+        if named:
+            raise UsageError(f"{', '.join(named)} need --engine ray")
+        return "local"
+    from scclip_cli.runs.ray_engine import RayOptions
+
+    return RayOptions(
+        address=address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker if cpus_per_worker is not None else 1.0,
+    )
+
+
+# ---------------------------------------------------------------------------- the shared groups
+
+
+@dataclass(frozen=True)
+class SharedOptions:
+    """The options ``segment`` and ``eval`` share, as the library takes them."""
+
+    model: ModelOptions
+    preset: str | None
+    protocol_overrides: dict[str, object]
+    """The protocol fields given explicitly (:func:`protocol_overrides`)."""
+    engine: str | RayOptions
+    """``"local"`` or the Ray options."""
+    shard: str | None
+    quiet: bool
+
+
+def _shared_parameters(
+    model: ModelOpt = DEFAULT_MODEL,
+    pretrained: PretrainedOpt = DEFAULT_PRETRAINED,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    method: MethodOpt = METHODS[0],
+    no_anomaly_repair: NoAnomalyRepairOpt = False,
+    no_attention_enhancement: NoAttentionEnhancementOpt = False,
+    no_feature_aggregation: NoFeatureAggregationOpt = False,
+    no_multi_level_fusion: NoMultiLevelFusionOpt = False,
+    adaptive_anomaly_ratio: AdaptiveAnomalyRatioOpt = False,
+    boundary_aware_repair: BoundaryAwareRepairOpt = False,
+    anomaly_detector: AnomalyDetectorOpt = None,
+    pamr_steps: PamrStepsOpt = None,
+    pamr_dilations: PamrDilationsOpt = None,
+    preset: PresetOpt = None,
+    short_side: ShortSideOpt = None,
+    crop: CropOpt = None,
+    stride: StrideOpt = None,
+    logit_scale: LogitScaleOpt = None,
+    prob_threshold: ProbThresholdOpt = None,
+    area_threshold: AreaThresholdOpt = None,
+    batch_size: BatchSizeOpt = None,
+    shard: ShardOpt = None,
+    quiet: QuietOpt = False,
+    engine: EngineOpt = ENGINES[0],
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    gpus_per_worker: GpusPerWorkerOpt = None,
+    cpus_per_worker: CpusPerWorkerOpt = None,
+) -> SharedOptions:
+    """The shared options, in the order ``--help`` lists them, as one :class:`SharedOptions`."""
+    # the engine first: "--workers need --engine ray" before any other complaint
+    engine_choice = engine_from_options(
+        engine,
+        address=ray_address,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=cpus_per_worker,
+    )
+    method_config = method_from_options(
+        method,
+        no_anomaly_repair=no_anomaly_repair,
+        no_attention_enhancement=no_attention_enhancement,
+        no_feature_aggregation=no_feature_aggregation,
+        no_multi_level_fusion=no_multi_level_fusion,
+        adaptive_anomaly_ratio=adaptive_anomaly_ratio,
+        boundary_aware_repair=boundary_aware_repair,
+        anomaly_detector=anomaly_detector,
+        pamr_steps=pamr_steps,
+        pamr_dilations=pamr_dilations,
+    )
+    return SharedOptions(
+        model=ModelOptions(model, pretrained, device, precision, method_config, batch_size),
+        preset=preset,
+        protocol_overrides=protocol_overrides(
+            short_side=short_side,
+            crop=crop,
+            stride=stride,
+            logit_scale=logit_scale,
+            prob_threshold=prob_threshold,
+            area_threshold=area_threshold,
+        ),
+        engine=engine_choice,
+        shard=shard,
+        quiet=quiet,
+    )
+
+
+SHARED_PARAMETER = "shared"
+"""The keyword parameter of a command that receives the :class:`SharedOptions`."""
+
+
+def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give ``command`` the shared options (model, method, protocol, batch size, shard, quiet,
+    engine) in place of its ``shared: SharedOptions`` parameter.
+
+    Typer reads the returned function's signature, which lists the shared options where
+    ``shared`` stood; when called, they are turned into one :class:`SharedOptions` (checked:
+    unknown method, Ray options without ``--engine ray``, ...) and passed as ``shared``.
+    """
+    own = inspect.signature(command)
+    own_hints = typing.get_type_hints(command, include_extras=True)
+    shared = inspect.signature(_shared_parameters)
+    shared_hints = typing.get_type_hints(_shared_parameters, include_extras=True)
+    shared_names = tuple(shared.parameters)
+    parameters: list[inspect.Parameter] = []
+    for parameter in own.parameters.values():
+        if parameter.name == SHARED_PARAMETER:
+            parameters += [
+                p.replace(annotation=shared_hints[p.name]) for p in shared.parameters.values()
+            ]
+        else:
+            parameters.append(parameter.replace(annotation=own_hints[parameter.name]))
+
+    @functools.wraps(command)
+    def with_shared(**values: Any) -> Any:
+        picked = {name: values.pop(name) for name in shared_names if name in values}
+        return command(**values, **{SHARED_PARAMETER: _shared_parameters(**picked)})
+
+    with_shared.__signature__ = own.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=own_hints.get("return", own.return_annotation)
+    )
+    with_shared.__annotations__ = {p.name: p.annotation for p in parameters} | {
+        "return": own_hints.get("return", Any)
+    }
+    return with_shared

@@ -3,14 +3,15 @@
 A run goes through three steps, whichever engine segments the images::
 
     plan = plan_run(inputs, out_dir, ...)        # arguments, inputs, collisions: before any model
-    run = SegmentRun.open(plan, class_names, ...)  # output folder, legend, what is already done
+    legend = read_legend_classes(plan.out)        # legend.json, read once per run
+    run = SegmentRun.open(plan, class_names, legend, ...)  # output folder, what is already done
     run.start(config, load_seconds=...)            # summary.json says "running"; failures.jsonl
     with run.segmenting():                         # summary.json and failures.jsonl at the end,
         ...  # engine: run.image_done / run.image_failed     # also when interrupted or failing
 
 Completion: an image is complete when all its files exist and its ``<stem>.json`` (written last)
-parses; complete images are skipped unless ``overwrite``. Run-level files are described in
-:mod:`scclip_cli.runs.summary`.
+is a valid :class:`~scclip_cli.files.image_record.ImageRecord`; complete images are skipped unless
+``overwrite``. Run-level files are described in :mod:`scclip_cli.runs.summary`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -30,10 +30,11 @@ from typing import Any, TextIO
 from scclip_cli.errors import InputError, UsageError
 from scclip_cli.files import mask_io
 from scclip_cli.files.atomic import atomic_write_text
+from scclip_cli.files.image_record import ImageRecord
 from scclip_cli.runs.inputs import (
     Discovery,
     InputImage,
-    OutputPaths,
+    Job,
     Shard,
     check_collisions,
     discover_inputs,
@@ -49,22 +50,6 @@ from scclip_cli.runs.summary import (
     reserved_names,
     run_file_names,
 )
-
-MAX_TEMP_NAME = 200
-"""Temporary names keep at most this many characters of the file name (scclip_cli.files.atomic)."""
-_TEMPORARY_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
-"""Temporary names of :func:`scclip_cli.files.atomic.temporary_path_for`."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One image of the run."""
-
-    order: int
-    """Position in this run's sorted inputs (this shard's)."""
-    image: InputImage
-    outputs: OutputPaths
-
 
 # --- plan ---------------------------------------------------------------------------------------
 
@@ -118,7 +103,6 @@ def plan_run(
     overwrite: bool,
     shard: str | Shard | tuple[int, int] | None,
     preset: str | None,
-    batch_size: int | None,
     read_workers: int | None,
     stdin: TextIO | None,
 ) -> RunPlan:
@@ -128,8 +112,6 @@ def plan_run(
     Raises:
         UsageError, InputError: bad values, no inputs, collisions.
     """
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if read_workers is not None and read_workers < 1:
         raise UsageError(f"read_workers must be at least 1, got {read_workers}")
     shard_ = parse_shard(shard)
@@ -163,8 +145,8 @@ def protocol_overrides(**given: object) -> dict[str, object]:
 class SegmentRun:
     """Counts, failures, messages and run files of one run; safe to call from several threads.
 
-    Engines report each image through :meth:`image_done` (or :meth:`record_done_line`) and
-    :meth:`image_failed`.
+    Engines report each image through :meth:`image_done` and :meth:`image_failed`
+    (:class:`~scclip_cli.runs.engine.ImageEvents`).
     """
 
     def __init__(
@@ -201,14 +183,16 @@ class SegmentRun:
         cls,
         plan: RunPlan,
         class_names: tuple[str, ...],
+        legend: tuple[str, ...] | None,
         *,
         reporter: Reporter,
         jsonl_stream: TextIO | None = None,
     ) -> SegmentRun:
         """Prepare the output folder for ``class_names`` and find what is left to do.
 
-        Complete images are counted as skipped (and listed on ``jsonl_stream``) unless the plan
-        overwrites; temporaries a killed run left beside the images to redo are removed.
+        ``legend``: the classes of the folder's ``legend.json`` before this run
+        (:func:`read_legend_classes`). Complete images are counted as skipped (and listed on
+        ``jsonl_stream``) unless the plan overwrites.
 
         Raises:
             InputError: the folder cannot be written, or 16-bit masks would collide.
@@ -223,14 +207,13 @@ class SegmentRun:
                 wide_labels=True,
                 reserved=plan.reserved,
             )
-        prepare_out_dir(plan.out, class_names, overwrite=plan.overwrite)
+        prepare_out_dir(plan.out, class_names, legend, overwrite=plan.overwrite)
         jobs = [
             Job(i, image, image.outputs(plan.out, overlay=plan.overlay, wide_labels=wide))
             for i, image in enumerate(plan.images)
         ]
         run = cls(plan, class_names, jobs, reporter=reporter, jsonl_stream=jsonl_stream)
         run.legend_image = LegendImage(plan.out, class_names)
-        remove_stale_temporaries(run.todo)
         return run
 
     def start(
@@ -265,14 +248,10 @@ class SegmentRun:
 
     # reports from the engines -----------------------------------------------------------------
 
-    def image_done(self, job: Job, record: dict[str, Any]) -> None:
+    def image_done(self, job: Job, record: ImageRecord) -> None:
         """An image segmented and written by this run; ``record`` is its ``<stem>.json``."""
-        self.record_done_line(jsonl_record(job, record, "done"))
-
-    def record_done_line(self, line: dict[str, Any]) -> None:
-        """An image segmented and written by this run, given by its ``--jsonl`` line."""
-        self.summary.record_done(line["width"], line["height"], line["classes"])
-        self.jsonl.write(line)
+        self.summary.record_done(record.width, record.height, record.classes)
+        self.jsonl.write(job.jsonl_line(record, "done"))
         if self.progress is not None:
             self.progress.advance()
 
@@ -289,14 +268,6 @@ class SegmentRun:
         """Time the model waited for decoded images (``read``) or for the writer (``write``)."""
         self.summary.read_wait_seconds += read
         self.summary.write_wait_seconds += write
-
-    def count_written(self, jobs: Sequence[Job]) -> None:
-        """Count those of ``jobs`` that are complete on disk as done by this run (the engine was
-        stopped before it reported them)."""
-        for job in jobs:
-            record = read_complete_record(job.outputs)
-            if record is not None:
-                self.image_done(job, record)
 
     # the end -----------------------------------------------------------------------------------
 
@@ -353,19 +324,21 @@ class SegmentRun:
         """Count the images a previous run completed and return the others, in order."""
         todo = []
         for job in jobs:
-            record = read_complete_record(job.outputs)
+            record = job.outputs.complete_record()
             if record is None:
                 todo.append(job)
                 continue
-            self.summary.record_skipped(record["width"], record["height"], record["classes"])
-            self.jsonl.write(jsonl_record(job, record, "skipped"))
+            self.summary.record_skipped(record.width, record.height, record.classes)
+            self.jsonl.write(job.jsonl_line(record, "skipped"))
         return todo
 
 
 # --- output folder and completion ---------------------------------------------------------------
 
 
-def prepare_out_dir(out: Path, class_names: tuple[str, ...], *, overwrite: bool) -> None:
+def prepare_out_dir(
+    out: Path, class_names: tuple[str, ...], legend: tuple[str, ...] | None, *, overwrite: bool
+) -> None:
     """Create ``out``, refuse to mix vocabularies in it, and write ``legend.json`` (``legend.png``
     is drawn beside the run: :class:`LegendImage`).
 
@@ -376,7 +349,7 @@ def prepare_out_dir(out: Path, class_names: tuple[str, ...], *, overwrite: bool)
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create the output folder {out}: {err.strerror or err}") from None
-    check_same_vocabulary(out, class_names, overwrite=overwrite)
+    check_same_vocabulary(out, class_names, legend, overwrite=overwrite)
     try:
         mask_io.write_legend_json(out, list(class_names))
     except OSError as err:
@@ -409,10 +382,11 @@ class LegendImage:
         return self.error
 
 
-def _legend_class_names(path: Path) -> tuple[str, ...] | None:
-    """The class names of an existing ``legend.json`` (``None`` when absent or unreadable)."""
+def read_legend_classes(out: Path) -> tuple[str, ...] | None:
+    """The class names of ``out``'s existing ``legend.json`` (``None`` when absent or
+    unreadable). Read once per run, before the run writes its own."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads((out / "legend.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if isinstance(data, dict):
@@ -424,10 +398,15 @@ def _legend_class_names(path: Path) -> tuple[str, ...] | None:
     return tuple(strings) if len(strings) == len(names) else None
 
 
-def check_same_vocabulary(out: Path, class_names: tuple[str, ...], *, overwrite: bool) -> None:
-    """Refuse (:class:`UsageError`) a folder whose ``legend.json`` lists other classes, unless
-    overwriting. Reads only."""
-    previous = _legend_class_names(out / "legend.json")
+def check_same_vocabulary(
+    out: Path,
+    class_names: tuple[str, ...],
+    previous: tuple[str, ...] | None,
+    *,
+    overwrite: bool,
+) -> None:
+    """Refuse (:class:`UsageError`) a folder whose ``legend.json`` listed other classes
+    (``previous``), unless overwriting."""
     if previous is not None and previous != class_names and not overwrite:
         raise UsageError(
             f"{out} holds results for another vocabulary ({len(previous)} classes in legend.json, "
@@ -435,15 +414,17 @@ def check_same_vocabulary(out: Path, class_names: tuple[str, ...], *, overwrite:
         )
 
 
-def nothing_to_segment(plan: RunPlan, class_names: tuple[str, ...]) -> bool:
+def nothing_to_segment(
+    plan: RunPlan, class_names: tuple[str, ...], legend: tuple[str, ...] | None
+) -> bool:
     """Whether a run of ``plan`` for ``class_names`` would only skip: not overwriting, the
-    folder's ``legend.json`` names the same classes, and every image is complete. Such a run
-    needs no model. Reads only; :meth:`SegmentRun.open` checks the folder as usual."""
-    if plan.overwrite or _legend_class_names(plan.out / "legend.json") != class_names:
+    folder's ``legend.json`` (``legend``) names the same classes, and every image is complete.
+    Such a run needs no model. Reads only; :meth:`SegmentRun.open` checks the folder as usual."""
+    if plan.overwrite or legend != class_names:
         return False
     wide = len(class_names) > mask_io.MAX_PALETTE_CLASSES
     return all(
-        read_complete_record(image.outputs(plan.out, overlay=plan.overlay, wide_labels=wide))
+        image.outputs(plan.out, overlay=plan.overlay, wide_labels=wide).complete_record()
         is not None
         for image in plan.images
     )
@@ -452,6 +433,7 @@ def nothing_to_segment(plan: RunPlan, class_names: tuple[str, ...]) -> bool:
 def rerun_without_model(
     plan: RunPlan,
     class_names: tuple[str, ...],
+    legend: tuple[str, ...] | None,
     *,
     model: str,
     pretrained: str,
@@ -467,10 +449,10 @@ def rerun_without_model(
     Raises:
         UsageError: the folder holds results for other classes (without ``overwrite``).
     """
-    check_same_vocabulary(plan.out, class_names, overwrite=plan.overwrite)
-    if not nothing_to_segment(plan, class_names):
+    check_same_vocabulary(plan.out, class_names, legend, overwrite=plan.overwrite)
+    if not nothing_to_segment(plan, class_names, legend):
         return None
-    run = SegmentRun.open(plan, class_names, reporter=reporter, jsonl_stream=jsonl_stream)
+    run = SegmentRun.open(plan, class_names, legend, reporter=reporter, jsonl_stream=jsonl_stream)
     description = {
         "model": model,
         "pretrained": pretrained,
@@ -482,76 +464,6 @@ def rerun_without_model(
     with run.segmenting():
         reporter.message("every image is already complete: no model was loaded")
     return run.summary
-
-
-def read_complete_record(outputs: OutputPaths) -> dict[str, Any] | None:
-    """The ``<stem>.json`` record of a complete image (every file there, the JSON valid), else
-    ``None``: an image to (re)do."""
-    if not outputs.complete():
-        return None
-    try:
-        record = json.loads(outputs.json.read_text(encoding="utf-8"))
-        int(record["width"]), int(record["height"])
-        for entry in record["classes"]:
-            int(entry["index"]), int(entry["pixels"]), float(entry["mean_confidence"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # not ours, or edited by hand: redo it
-    return record if isinstance(record, dict) else None
-
-
-def jsonl_record(job: Job, record: dict[str, Any], status: str) -> dict[str, Any]:
-    """The ``--jsonl`` line of an image: its path, status, files, size and classes."""
-    line: dict[str, Any] = {
-        "path": str(job.image.path),
-        "status": status,
-        "mask": str(job.outputs.mask),
-        "json": str(job.outputs.json),
-    }
-    if job.outputs.overlay is not None:
-        line["overlay"] = str(job.outputs.overlay)
-    if job.outputs.color is not None:
-        line["color"] = str(job.outputs.color)
-    line.update(width=record["width"], height=record["height"], classes=record["classes"])
-    return line
-
-
-def remove_stale_temporaries(todo: Sequence[Job]) -> None:
-    """Delete temporary files that a killed run left beside the outputs of the images to redo.
-
-    Only temporaries of this run's own images (shards never share one) written by a process that
-    is no longer running on this machine are removed; each folder is listed once.
-    """
-    targets: dict[Path, set[str]] = {}
-    for job in todo:
-        for path in job.outputs.files():
-            targets.setdefault(path.parent, set()).add(path.name[:MAX_TEMP_NAME])
-    for folder, names in targets.items():
-        try:
-            with os.scandir(folder) as entries:
-                stale = [
-                    entry.path
-                    for entry in entries
-                    if (match := _TEMPORARY_RE.match(entry.name)) is not None
-                    and match["name"] in names
-                    and not _process_alive(int(match["pid"]))
-                ]
-        except OSError:
-            continue  # the folder does not exist yet
-        for stale_path in stale:
-            with contextlib.suppress(OSError):
-                os.unlink(stale_path)
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def write_summary(summary: RunSummary, **replace: Any) -> None:

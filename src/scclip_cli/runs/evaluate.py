@@ -40,38 +40,46 @@ shards of the same run, and refuses a shard given twice.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from scclip_cli.config import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    MethodConfig,
-    ProtocolConfig,
-    protocol_preset,
-    resolve_protocol,
-)
+from scclip_cli.config import ProtocolConfig, protocol_preset, resolve_protocol
 from scclip_cli.errors import ConfigError, EvaluationError, ScclipError, UsageError
 from scclip_cli.files.image_io import IMAGE_EXTENSIONS
 from scclip_cli.files.mask_io import COLOR_SUFFIX
-from scclip_cli.maps.metrics import (
-    IGNORE_INDEX,
-    ConfusionMatrix,
-    label_problems,
-    merge_confusions,
-    reduce_zero_label,
+from scclip_cli.maps.metrics import IGNORE_INDEX, ConfusionMatrix, merge_confusions
+from scclip_cli.predict.model_options import ModelOptions
+from scclip_cli.runs.bookkeeping import Reporter
+from scclip_cli.runs.engine import Engine, ModelSpec, ScoreTask
+from scclip_cli.runs.scoring import (
+    EvalSample,
+    Predict,
+    naming_path,
+    problem_text,
+    show_progress,
 )
 
 if TYPE_CHECKING:
     from scclip_cli.predict.segmenter import Segmenter
+    from scclip_cli.runs.ray_engine import RayOptions
 
-MAX_PROBLEMS_SHOWN = 20
+__all__ = [
+    "EvalPlan",
+    "EvalSample",
+    "EvaluationResult",
+    "Predict",
+    "evaluate",
+    "merge_results",
+    "pair_images",
+    "pair_predictions",
+    "plan_evaluation",
+]
+
 LABEL_EXTENSION = ".png"
 IGNORED_PRED_SUFFIXES = (COLOR_SUFFIX,)
 """Files in a prediction folder that are renderings, not label maps (``scclip segment`` writes a
@@ -79,24 +87,6 @@ IGNORED_PRED_SUFFIXES = (COLOR_SUFFIX,)
 RUN_LOCAL_KEYS = ("device", "batch_size", "torch")
 """Segmenter description keys that may differ between the shards of one run (they are reported,
 not compared when merging)."""
-
-
-@dataclass(frozen=True)
-class EvalSample:
-    """One image to score."""
-
-    key: str
-    """Relative path without extension (and without the stripped suffixes), ``/``-separated."""
-    gt: Path
-    """Ground-truth label PNG."""
-    pred: Path | None = None
-    """Prediction label PNG (``pred_dir`` mode)."""
-    image: Path | None = None
-    """Image to segment (``images_dir`` / ``dataset`` mode)."""
-
-
-Predict = Callable[[Sequence[EvalSample]], Iterable[tuple[str, np.ndarray]]]
-"""A segmentation source: given the samples, yields ``(key, labels [H, W] int)`` in their order."""
 
 
 @dataclass
@@ -145,18 +135,15 @@ def evaluate(
     limit: int | None = None,
     shard: str | tuple[int, int] | None = None,
     save_pred: str | Path | None = None,
+    model: ModelOptions | None = None,
+    engine: str | RayOptions = "local",
     segmenter: Segmenter | None = None,
     predict: Predict | None = None,
-    model: str = DEFAULT_MODEL,
-    pretrained: str = DEFAULT_PRETRAINED,
-    device: str = "auto",
-    precision: str = "auto",
-    method: str | MethodConfig = "sc-clip",
     preset: str | None = None,
     protocol: ProtocolConfig | None = None,
     protocol_overrides: dict[str, object] | None = None,
-    batch_size: int | None = None,
     progress: bool | None = None,
+    quiet: bool = False,
 ) -> EvaluationResult:
     """Score predictions against ground truth and return the summed confusion matrix.
 
@@ -166,8 +153,8 @@ def evaluate(
         pred_dir: existing prediction label PNGs. Without ``images_dir`` / ``dataset`` /
             ``predict``, these are what is scored; with ``dataset``, they replace the segmenter.
         images_dir: images to segment and score against ``gt_dir``.
-        dataset, data_root: a benchmark of :mod:`scclip_cli.files.datasets` and where it lies; sets the
-            vocabulary, protocol preset, ``reduce_zero_label`` and number of classes.
+        dataset, data_root: a benchmark of :mod:`scclip_cli.files.datasets` and where it lies;
+            sets the vocabulary, protocol preset, ``reduce_zero_label`` and number of classes.
         vocab: class list (``.txt``), for the class names and count (and the segmenter).
         num_classes: the number of classes when no vocabulary is given (``pred_dir`` mode).
         reduce_zero_label: apply mmseg's ``reduce_zero_label`` to the ground truth (default: the
@@ -177,20 +164,28 @@ def evaluate(
         limit: score only the first ``limit`` samples (sorted by key).
         shard: ``"I/N"``: score only the I-th of N round-robin parts of the sorted samples.
         save_pred: also write each on-the-fly prediction as ``<save_pred>/<key>.png``.
-        segmenter: an already loaded segmenter (else loaded from the model arguments).
-        predict: an injected segmentation source (see :data:`Predict`), e.g. a fake in tests;
-            ``class names`` then come from ``vocab`` / ``num_classes`` / the dataset.
-        model, pretrained, device, precision, method, batch_size: for :meth:`Segmenter.load`
-            (``batch_size`` by default :func:`~scclip_cli.predict.segmenter.default_batch_size`).
+        model: the model that segments the images (:class:`ModelOptions`; default: its defaults).
+        engine: ``"local"`` or a :class:`~scclip_cli.runs.ray_engine.RayOptions` (Ray workers
+            segment and score; the result is the local one exactly, and
+            ``run_info["engine"]`` records the Ray settings).
+        segmenter: an already loaded segmenter (local engine only).
+        predict: an injected segmentation source (see :data:`Predict`), e.g. a fake in tests
+            (local engine only); ``class names`` then come from ``vocab`` / ``num_classes`` /
+            the dataset.
         preset, protocol, protocol_overrides: the protocol: a preset (default: the dataset's) or a
             full config, with the explicitly given fields replaced.
         progress: progress bar on stderr (default: when stderr is a terminal).
+        quiet: no messages on stderr (the Ray engine's).
 
     Raises:
         UsageError: an invalid combination of sources.
         DatasetLayoutError: ``data_root`` lacks the dataset's layout.
         EvaluationError: unmatched files, size mismatches, out-of-range values, unreadable files.
     """
+    if engine != "local":
+        from scclip_cli.runs.ray_engine import import_ray
+
+        import_ray()  # before any work: Ray may be missing
     plan = plan_evaluation(
         gt_dir=gt_dir,
         pred_dir=pred_dir,
@@ -208,39 +203,70 @@ def evaluate(
         preset=preset,
         classes_from_model=predict is None and segmenter is None,
     )
-    class_names = plan.class_names
-    # -- the prediction source
-    if plan.uses_images and predict is None:
-        if segmenter is None:
-            if plan.vocab is None:
-                raise UsageError("--vocab is needed to segment images")
-            segmenter = _load_segmenter(
-                plan.vocab,
-                model=model,
-                pretrained=pretrained,
-                device=device,
-                precision=precision,
-                method=method,
-                preset=plan.preset,
-                protocol=resolve_protocol(plan.preset, protocol, **(protocol_overrides or {})),
-                batch_size=batch_size,
-            )
-        class_names = plan.record_segmenter(tuple(segmenter.class_names), segmenter.describe())
-        predict = segmenter_source(segmenter, save_pred)
-    elif predict is not None and save_pred is not None:
-        predict = _saving(predict, save_pred, len(class_names or ()) or (plan.num_classes or 0))
-
-    confusion = plan.confusion(class_names, ignore_index)
-    predictions = predict(plan.selected) if predict is not None else None
-    score_samples(
-        plan.selected,
-        confusion,
-        predictions=predictions,
-        reduce_zero_label=plan.reduce_zero_label,
-        progress=show_progress(progress),
-        fail_fast=predictions is not None,
+    spec = None
+    if plan.uses_images and predict is None and segmenter is None:
+        if plan.vocab is None:
+            raise UsageError("--vocab is needed to segment images")
+        vocab_class_names(plan.vocab)  # a bad vocabulary fails before any model loads
+        protocol_ = resolve_protocol(plan.preset, protocol, **(protocol_overrides or {}))
+        spec = ModelSpec(model or ModelOptions(), plan.vocab, protocol_)
+    # a given segmenter segments the images, unless a source is injected; saved masks need none
+    use_segmenter = segmenter if plan.uses_images and predict is None else None
+    runner = _pick_engine(engine, use_segmenter, predict, quiet=quiet)
+    task = ScoreTask(
+        plan.reduce_zero_label, ignore_index, Path(save_pred) if save_pred is not None else None
     )
+    message = Reporter(quiet).message
+    with runner.session(spec, message) as session:
+        started = session.start_scoring(plan.selected, task)
+        class_names = plan.class_names
+        if started.description is not None and started.class_names is not None:
+            class_names = plan.record_segmenter(started.class_names, started.description)
+        confusion = plan.confusion(class_names, ignore_index)
+        with _progress_bar(len(plan.selected), show_progress(progress)) as advance:
+            problems = session.score(plan.selected, confusion, advance)
+    if problems:
+        raise EvaluationError(problem_text("problems", [text for _, text in problems]))
+    if started.engine_record is not None:
+        plan.run_info["engine"] = started.engine_record
     return EvaluationResult(confusion, run_info=plan.run_info)
+
+
+def _pick_engine(
+    engine: str | RayOptions,
+    segmenter: Segmenter | None,
+    predict: Predict | None,
+    *,
+    quiet: bool,
+) -> Engine:
+    """The engine ``engine`` names: ``"local"`` or Ray options (Ray must be installed)."""
+    if engine == "local":
+        from scclip_cli.runs.local_engine import LocalEngine
+
+        return LocalEngine(segmenter=segmenter, predict=predict)
+    from scclip_cli.runs.ray_engine import RayEngine, RayOptions
+
+    if not isinstance(engine, RayOptions):
+        raise UsageError(f"engine must be 'local' or RayOptions, got {engine!r}")
+    if segmenter is not None or predict is not None:
+        raise UsageError("a loaded segmenter or a predict source cannot travel to Ray workers")
+    return RayEngine(engine, quiet=quiet)
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """The ``eval`` progress bar on stderr; yields the function that advances it."""
+    from tqdm import tqdm
+
+    with tqdm(
+        total=total,
+        desc="eval",
+        unit="img",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+    ) as bar:
+        yield bar.update
 
 
 @dataclass
@@ -551,178 +577,6 @@ def check_headers(samples: Sequence[EvalSample], *, use_images: bool = False) ->
         raise EvaluationError(problem_text("problems", problems))
 
 
-def score_samples(
-    samples: Sequence[EvalSample],
-    confusion: ConfusionMatrix,
-    *,
-    predictions: Iterable[tuple[str, np.ndarray]] | None = None,
-    reduce_zero_label: bool = False,
-    progress: bool = False,
-    fail_fast: bool = False,
-) -> None:
-    """Stream the samples through ``confusion``, one pair in memory at a time.
-
-    Args:
-        samples: what to score, in order.
-        confusion: accumulates the scored pixels.
-        predictions: ``(key, labels [H, W] int)`` in the order of ``samples``; ``None`` reads each
-            sample's ``pred`` file.
-        reduce_zero_label: apply :func:`scclip_cli.maps.metrics.reduce_zero_label` to the ground truth.
-        progress: show a progress bar on stderr.
-        fail_fast: raise at the first problem instead of collecting them all.
-
-    Raises:
-        EvaluationError: listing the problems found (unreadable files, sizes, values). When it is
-            raised, ``confusion`` holds an incomplete sum and must not be reported.
-    """
-    from tqdm import tqdm
-
-    with tqdm(
-        total=len(samples),
-        desc="eval",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    ) as bar:
-        problems = collect_problems(
-            samples,
-            confusion,
-            predictions=predictions,
-            reduce_zero_label=reduce_zero_label,
-            fail_fast=fail_fast,
-            on_scored=lambda: bar.update(1),
-        )
-    if problems:
-        raise EvaluationError(problem_text("problems", [text for _, text in problems]))
-
-
-def collect_problems(
-    samples: Sequence[EvalSample],
-    confusion: ConfusionMatrix,
-    *,
-    predictions: Iterable[tuple[str, np.ndarray]] | None = None,
-    reduce_zero_label: bool = False,
-    fail_fast: bool = False,
-    on_scored: Callable[[], None] | None = None,
-) -> list[tuple[int, str]]:
-    """:func:`score_samples` without raising: the problems found, as ``(index in samples,
-    text)``. Once a problem is found nothing more is added to ``confusion`` (it must then not be
-    reported); with ``fail_fast`` the pass stops there. ``on_scored`` is called after each
-    sample the pass goes through."""
-    problems: list[tuple[int, str]] = []
-    pred_iter: Iterator[tuple[str, np.ndarray]] | None = (
-        iter(predictions) if predictions is not None else None
-    )
-    for index, sample in enumerate(samples):
-        try:
-            new = _score_one(sample, confusion, pred_iter, reduce_zero_label, bool(problems))
-        except EvaluationError as err:  # an image the segmentation source could not read
-            new = [str(err)]
-        problems += [(index, text) for text in new]
-        if new and fail_fast:
-            break
-        if on_scored is not None:
-            on_scored()
-    if pred_iter is not None and not problems:
-        extra = next(pred_iter, None)
-        if extra is not None:
-            problems.append(
-                (len(samples), f"the segmentation source yielded an extra prediction {extra[0]!r}")
-            )
-    return problems
-
-
-def _score_one(
-    sample: EvalSample,
-    confusion: ConfusionMatrix,
-    pred_iter: Iterator[tuple[str, np.ndarray]] | None,
-    reduce_zero: bool,
-    failed: bool,
-) -> list[str]:
-    if pred_iter is not None:
-        try:
-            key, pred = next(pred_iter)
-        except StopIteration:
-            return [f"the segmentation source stopped before {sample.key!r}"]
-        if key != sample.key:
-            return [f"the segmentation source yielded {key!r} where {sample.key!r} was expected"]
-        pred_name = f"prediction for {sample.image or sample.key}"
-        pred = np.asarray(pred)
-    else:
-        assert sample.pred is not None
-        pred_name = str(sample.pred)
-        try:
-            pred = _read_labels(sample.pred)
-        except EvaluationError as err:
-            return [str(err)]
-    try:
-        gt = _read_labels(sample.gt)
-    except EvaluationError as err:
-        return [str(err)]
-    if reduce_zero:
-        gt = reduce_zero_label(gt, confusion.ignore_index)
-    problems = label_problems(
-        pred,
-        gt,
-        confusion.num_classes,
-        ignore_index=confusion.ignore_index,
-        pred_name=pred_name,
-        gt_name=str(sample.gt),
-    )
-    if not problems and not failed:
-        confusion.add_unchecked(pred, gt)
-    return problems
-
-
-# ------------------------------------------------------------------------- segmentation source
-def segmenter_source(segmenter: Segmenter, save_pred: str | Path | None) -> Predict:
-    """A :data:`Predict` that segments ``sample.image`` with ``segmenter`` (streamed, batched)."""
-
-    def predict(samples: Sequence[EvalSample]) -> Iterator[tuple[str, np.ndarray]]:
-        from scclip_cli.files.image_io import read_image_rgb
-
-        def images() -> Iterator[np.ndarray]:
-            for sample in samples:
-                assert sample.image is not None
-                try:
-                    yield read_image_rgb(sample.image)
-                except ScclipError as err:
-                    raise EvaluationError(_naming(sample.image, err)) from None
-                except (OSError, ValueError) as err:
-                    raise EvaluationError(f"{sample.image}: cannot read image ({err})") from None
-
-        results = segmenter.segment_many(images())
-        num_classes = len(segmenter.class_names)
-        for sample, seg in zip(samples, results, strict=False):
-            if save_pred is not None:
-                _write_pred(Path(save_pred), sample.key, seg.labels, num_classes)
-            yield sample.key, seg.labels
-
-    return predict
-
-
-def _saving(predict: Predict, save_pred: str | Path, num_classes: int) -> Predict:
-    def wrapped(samples: Sequence[EvalSample]) -> Iterator[tuple[str, np.ndarray]]:
-        for key, labels in predict(samples):
-            _write_pred(Path(save_pred), key, labels, num_classes)
-            yield key, labels
-
-    return wrapped
-
-
-def _write_pred(folder: Path, key: str, labels: np.ndarray, num_classes: int) -> None:
-    from scclip_cli.files.mask_io import write_label_png
-
-    write_label_png(folder / f"{key}.png", labels, num_classes)  # creates the folders
-
-
-def _load_segmenter(vocab: str | Path, **options: Any) -> Segmenter:
-    from scclip_cli.predict.segmenter import Segmenter
-
-    return Segmenter.load(vocab, **options)
-
-
 # ------------------------------------------------------------------------------------ helpers
 def vocab_class_names(vocab: str | Path) -> tuple[str, ...]:
     """Class names of a vocabulary: a class list (``.txt``, each line's first synonym) or an
@@ -822,37 +676,12 @@ def _header_size(path: Path, problems: list[str], *, image: bool) -> tuple[int, 
         with Image.open(path) as img:
             return img.size
     except ScclipError as err:
-        problems.append(_naming(path, err))
+        problems.append(naming_path(path, err))
     except FileNotFoundError:
         problems.append(f"{path}: no such file")
     except (OSError, UnidentifiedImageError, ValueError) as err:
         problems.append(f"{path}: unreadable ({err})")
     return None
-
-
-def _naming(path: Path, err: BaseException) -> str:
-    """``err``'s message, prefixed with ``path`` unless it names it already."""
-    message = str(err)
-    return message if str(path) in message else f"{path}: {message}"
-
-
-def _read_labels(path: Path) -> np.ndarray:
-    """``[H, W]`` int64 labels of a PNG; :class:`EvaluationError` naming the file if unreadable."""
-    from scclip_cli.files.mask_io import read_label_png
-
-    try:
-        return np.asarray(read_label_png(path), dtype=np.int64)
-    except ScclipError as err:
-        raise EvaluationError(_naming(path, err)) from None
-    except (OSError, ValueError) as err:
-        raise EvaluationError(f"{path}: unreadable label PNG ({err})") from None
-
-
-def problem_text(headline: str, problems: Sequence[str]) -> str:
-    shown = [f"  {p}" for p in problems[:MAX_PROBLEMS_SHOWN]]
-    if len(problems) > MAX_PROBLEMS_SHOWN:
-        shown.append(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
-    return f"{headline} ({len(problems)}); nothing was scored:\n" + "\n".join(shown)
 
 
 def _parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -872,15 +701,6 @@ def _digest(samples: Sequence[EvalSample]) -> str:
 
 def _key_order(key: str) -> tuple[str, ...]:
     return tuple(key.split("/"))
-
-
-def show_progress(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def _strip_keys(value: Any, keys: frozenset[str]) -> Any:

@@ -36,10 +36,11 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TextIO
+from typing import Any, TextIO
 
 from scclip_cli.errors import InputError, UsageError
 from scclip_cli.files.image_io import IMAGE_EXTENSIONS, is_image_path
+from scclip_cli.files.image_record import ImageRecord
 from scclip_cli.files.mask_io import COLOR_SUFFIX
 
 STDIN_MARKER = "-"
@@ -101,6 +102,35 @@ class OutputPaths:
     def complete(self) -> bool:
         """Whether a previous run finished this image (every file is there, ``json`` included)."""
         return all(p.is_file() for p in self.files())
+
+    def complete_record(self) -> ImageRecord | None:
+        """The record of a complete image (every file there, ``<stem>.json`` a valid record), else
+        ``None``: an image to (re)do."""
+        return ImageRecord.read(self.json) if self.complete() else None
+
+    def by_kind(self) -> dict[str, str]:
+        """The files by kind, as the ``--jsonl`` line names them (``mask``, ``json``, then
+        ``overlay`` and ``color`` when written)."""
+        files = {"mask": str(self.mask), "json": str(self.json)}
+        if self.overlay is not None:
+            files["overlay"] = str(self.overlay)
+        if self.color is not None:
+            files["color"] = str(self.color)
+        return files
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image of a run: where it comes from and where its files go."""
+
+    order: int
+    """Position in this run's sorted inputs (this shard's)."""
+    image: InputImage
+    outputs: OutputPaths
+
+    def jsonl_line(self, record: ImageRecord, status: str) -> dict[str, Any]:
+        """The ``--jsonl`` line of this image (``status``: ``done`` or ``skipped``)."""
+        return record.jsonl_line(status, self.outputs.by_kind())
 
 
 @dataclass

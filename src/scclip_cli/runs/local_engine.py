@@ -20,7 +20,7 @@
   on compression. Every file is written to a temporary name and renamed; an image's JSON is
   deleted before anything of it is rewritten and written last, so it marks completion.
 
-What happens to each image goes to a :class:`PipelineEvents` (the local run's
+What happens to each image goes to an :class:`~scclip_cli.runs.engine.ImageEvents` (the run's
 :class:`~scclip_cli.runs.bookkeeping.SegmentRun`, or a Ray worker's collector). Errors in the pipeline
 threads propagate to the caller (no silent hang); when the caller is interrupted, reading and
 segmenting stop and the writer finishes the images already segmented.
@@ -28,26 +28,35 @@ segmenting stop and the writer finishes the images already segmented.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from queue import Empty, Full, Queue
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scclip_cli.errors import ImageReadError, ScclipError
+from scclip_cli.errors import ImageReadError, ScclipError, UsageError
 from scclip_cli.files import image_io, mask_io
-from scclip_cli.files.atomic import atomic_write_text
-from scclip_cli.runs.bookkeeping import Job
+from scclip_cli.files.image_record import ImageRecord
+from scclip_cli.runs.engine import ModelSpec, ScoreTask, SegmentTask, Started
+from scclip_cli.runs.inputs import Job
+from scclip_cli.runs.out_lock import process_alive
+from scclip_cli.runs.scoring import Predict, collect_problems, saving_source, segmenter_source
 from scclip_cli.runs.summary import Failure, describe_error
 
 if TYPE_CHECKING:
+    from scclip_cli.maps.metrics import ConfusionMatrix
     from scclip_cli.predict.segmenter import Segmentation, Segmenter
+    from scclip_cli.runs.engine import ImageEvents, Message
+    from scclip_cli.runs.scoring import EvalSample
 
 DEFAULT_READ_WORKERS = 8
 """Decoding threads (capped by the CPU count). Enough to feed a GPU with large JPEGs (~0.1 s each to
@@ -57,25 +66,16 @@ WRITE_QUEUE_SIZE = 8
 """Segmented images waiting for the writer; bounds memory when encoding is slower than the model."""
 POLL_SECONDS = 0.1
 """How often blocked queue operations look for a failed or finished peer thread."""
-
-
-class PipelineEvents(Protocol):
-    """Where the pipeline reports each image (called from the model and writer threads)."""
-
-    def image_done(self, job: Job, record: dict[str, Any]) -> None:
-        """``job``'s files are written; ``record`` is its ``<stem>.json``."""
-
-    def image_failed(self, failure: Failure) -> None:
-        """``failure.path`` could not be read, segmented or written."""
-
-    def waited(self, *, read: float = 0.0, write: float = 0.0) -> None:
-        """Seconds the model thread waited for decoded images or for the writer."""
+MAX_TEMP_NAME = 200
+"""Temporary names keep at most this many characters of the file name (scclip_cli.files.atomic)."""
+_TEMPORARY_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]+$")
+"""Temporary names of :func:`scclip_cli.files.atomic.temporary_path_for`."""
 
 
 def segment_jobs(
     segmenter: Segmenter,
     jobs: Sequence[Job],
-    events: PipelineEvents,
+    events: ImageEvents,
     *,
     class_names: tuple[str, ...],
     overlay: bool,
@@ -83,11 +83,13 @@ def segment_jobs(
 ) -> None:
     """Read, segment and write ``jobs`` (in order), reporting each image to ``events``.
 
-    A bad image is a failure reported to ``events``, never an exception.
+    Temporary files that a killed run left beside these images' outputs are removed first. A bad
+    image is a failure reported to ``events``, never an exception.
 
     Raises:
         Whatever stops the whole run: a bug in a pipeline thread, ``KeyboardInterrupt``.
     """
+    remove_stale_temporaries(jobs)
     _Pipeline(segmenter, events, class_names=class_names, overlay=overlay).run(
         list(jobs), read_workers=read_workers
     )
@@ -214,7 +216,7 @@ class _Pipeline:
     def __init__(
         self,
         segmenter: Segmenter,
-        events: PipelineEvents,
+        events: ImageEvents,
         *,
         class_names: tuple[str, ...],
         overlay: bool,
@@ -348,13 +350,8 @@ class _Pipeline:
             if outputs.overlay is not None and decoded.rgb is not None:
                 mask_io.write_overlay_jpg(outputs.overlay, decoded.rgb, labels)
             classes = mask_io.class_statistics(labels, result.confidence, list(self.class_names))
-            record = {
-                "path": str(job.image.path),
-                "width": int(width),
-                "height": int(height),
-                "classes": classes,
-            }
-            atomic_write_text(outputs.json, json.dumps(record, indent=2) + "\n")
+            record = ImageRecord(str(job.image.path), int(width), int(height), tuple(classes))
+            record.write(outputs.json)
         except (OSError, ScclipError) as err:
             detail = (err.strerror or err) if isinstance(err, OSError) else err
             failure = Failure(
@@ -363,3 +360,137 @@ class _Pipeline:
             self.events.image_failed(failure)
             return
         self.events.image_done(job, record)
+
+
+def remove_stale_temporaries(jobs: Sequence[Job]) -> None:
+    """Delete temporary files that a killed run left beside the outputs of ``jobs``.
+
+    Only temporaries of these images written by a process that is no longer running on this
+    machine are removed; each folder is listed once.
+    """
+    targets: dict[Path, set[str]] = {}
+    for job in jobs:
+        for path in job.outputs.files():
+            targets.setdefault(path.parent, set()).add(path.name[:MAX_TEMP_NAME])
+    for folder, names in targets.items():
+        try:
+            with os.scandir(folder) as entries:
+                stale = [
+                    entry.path
+                    for entry in entries
+                    if (match := _TEMPORARY_RE.match(entry.name)) is not None
+                    and match["name"] in names
+                    and not process_alive(int(match["pid"]))
+                ]
+        except OSError:
+            continue  # the folder does not exist yet
+        for stale_path in stale:
+            with contextlib.suppress(OSError):
+                os.unlink(stale_path)
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+
+class LocalEngine:
+    """Segments and scores in this process (:class:`~scclip_cli.runs.engine.Engine`).
+
+    Args:
+        segmenter: an already loaded segmenter to use instead of loading one.
+        predict: (``eval``) an injected segmentation source (:data:`scclip_cli.runs.scoring.Predict`)
+            instead of a segmenter.
+        read_workers: decoding threads (default ``min(8, CPUs)``).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        segmenter: Segmenter | None = None,
+        predict: Predict | None = None,
+        read_workers: int | None = None,
+    ) -> None:
+        self.segmenter = segmenter
+        self.predict = predict
+        self.read_workers = read_workers or min(DEFAULT_READ_WORKERS, os.cpu_count() or 1)
+
+    @contextlib.contextmanager
+    def session(self, spec: ModelSpec | None, message: Message) -> Iterator[LocalSession]:
+        """Load the model of ``spec`` now (unless a segmenter or a source was passed in)."""
+        segmenter, load_seconds = self.segmenter, 0.0
+        if segmenter is None and self.predict is None and spec is not None:
+            start = time.perf_counter()
+            segmenter = spec.options.load(spec.vocab, spec.protocol)
+            load_seconds = time.perf_counter() - start
+            options = spec.options
+            message(f"loaded {options.model} ({options.pretrained}) in {load_seconds:.1f} s")
+        yield LocalSession(segmenter, self.predict, load_seconds, self.read_workers)
+
+
+class LocalSession:
+    """A run in this process: the pipeline threads, or the scoring loop."""
+
+    def __init__(
+        self,
+        segmenter: Segmenter | None,
+        predict: Predict | None,
+        load_seconds: float,
+        read_workers: int,
+    ) -> None:
+        self.segmenter = segmenter
+        self.predict = predict
+        self.load_seconds = load_seconds
+        self.read_workers = read_workers
+        self.overlay = False
+        self.score_task: ScoreTask | None = None
+
+    def _started(self) -> Started:
+        if self.segmenter is None:
+            return Started(None, self.load_seconds)
+        segmenter = self.segmenter
+        return Started(segmenter.describe(), self.load_seconds, tuple(segmenter.class_names))
+
+    def start_segmenting(self, todo: Sequence[Job], task: SegmentTask) -> Started:
+        if self.segmenter is None:
+            raise UsageError("a vocabulary (--vocab) is needed to load the segmenter")
+        self.overlay = task.overlay
+        return self._started()
+
+    def segment(self, todo: Sequence[Job], events: ImageEvents) -> None:
+        assert self.segmenter is not None
+        segment_jobs(
+            self.segmenter,
+            todo,
+            events,
+            class_names=tuple(self.segmenter.class_names),
+            overlay=self.overlay,
+            read_workers=self.read_workers,
+        )
+
+    def start_scoring(self, samples: Sequence[EvalSample], task: ScoreTask) -> Started:
+        self.score_task = task
+        return self._started()
+
+    def score(
+        self,
+        samples: Sequence[EvalSample],
+        confusion: ConfusionMatrix,
+        on_scored: Callable[[int], None],
+    ) -> list[tuple[int, str]]:
+        task = self.score_task
+        assert task is not None
+        predict = self.predict
+        if self.segmenter is not None:
+            predict = segmenter_source(self.segmenter, task.save_pred)
+        elif predict is not None and task.save_pred is not None:
+            predict = saving_source(predict, task.save_pred, confusion.num_classes)
+        predictions = predict(samples) if predict is not None else None
+        return collect_problems(
+            samples,
+            confusion,
+            predictions=predictions,
+            reduce_zero_label=task.reduce_zero_label,
+            fail_fast=predictions is not None,
+            on_scored=lambda: on_scored(1),
+        )

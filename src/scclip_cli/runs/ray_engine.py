@@ -1,11 +1,13 @@
 """``segment`` and ``eval`` across many processes, GPUs and machines, on Ray.
 
-    >>> from scclip_cli.runs.ray_engine import RayOptions, segment_on_ray
+    >>> from scclip_cli.runs.ray_engine import RayOptions
+    >>> from scclip_cli.runs.segment import segment
     >>> options = RayOptions(address="auto", gpus_per_worker=0.5)   # two workers per GPU
-    >>> summary = segment_on_ray(["photos/"], "vocab/voc21.txt", "masks/", ray_options=options)
+    >>> summary = segment(["photos/"], "vocab/voc21.txt", "masks/", engine=options)
 
-Same outputs as a local run (:func:`scclip_cli.runs.segment.segment`,
-:func:`scclip_cli.runs.evaluate.evaluate`), same summary, same failures; only the timing differs::
+:class:`RayEngine` is the engine (:mod:`scclip_cli.runs.engine`) that :func:`~scclip_cli.runs.segment.segment`
+and :func:`~scclip_cli.runs.evaluate.evaluate` use when given :class:`RayOptions`. Same outputs as a
+local run, same summary, same failures; only the timing differs::
 
     driver (this process)                           Ray worker actors (one model each)
     ─────────────────────                           ──────────────────────────────────
@@ -17,8 +19,8 @@ Same outputs as a local run (:func:`scclip_cli.runs.segment.segment`,
 - Workers are plain Ray actors, each holding one :class:`~scclip_cli.predict.segmenter.Segmenter` (model
   and vocabulary embeddings loaded once). Every batch runs the local engine's own pipeline
   (:func:`scclip_cli.runs.local_engine.segment_jobs`), so masks, JSON, overlays and failure reasons are the
-  local ones; the driver replays each batch's reports on the run's bookkeeping
-  (:class:`scclip_cli.runs.bookkeeping.SegmentRun`), as the local pipeline reports each image.
+  local ones; the driver replays each batch's reports on the run's
+  :class:`~scclip_cli.runs.engine.ImageEvents`, as the local pipeline reports each image.
 - The driver keeps :data:`TASKS_PER_WORKER` batches queued per worker (nothing large passes
   through Ray: paths go in, per-image statistics come back), so a million images stream through
   with bounded memory. Workers that start late (a busy or autoscaling cluster) join when ready.
@@ -62,35 +64,28 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scclip_cli.config import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    MethodConfig,
-    ProtocolConfig,
-    resolve_protocol,
+from scclip_cli.errors import EvaluationError, ModelLoadError, ScclipError, UsageError
+from scclip_cli.files.image_record import ImageRecord
+from scclip_cli.maps.metrics import ConfusionMatrix
+from scclip_cli.runs.engine import (
+    ImageEvents,
+    Message,
+    ModelSpec,
+    ScoreTask,
+    SegmentTask,
+    Started,
 )
-from scclip_cli.errors import (
-    EvaluationError,
-    ModelLoadError,
-    ScclipError,
-    UsageError,
-    VocabularyError,
-)
-from scclip_cli.maps.metrics import IGNORE_INDEX, ConfusionMatrix
+from scclip_cli.runs.inputs import Job
+from scclip_cli.runs.summary import Failure
 
 if TYPE_CHECKING:
-    from scclip_cli.model.text_embeddings import QueryEmbeddings
     from scclip_cli.predict.segmenter import Segmenter
-    from scclip_cli.runs.bookkeeping import Job, Reporter, SegmentRun
-    from scclip_cli.runs.evaluate import EvalSample, EvaluationResult
-    from scclip_cli.runs.summary import Failure, RunSummary
+    from scclip_cli.runs.scoring import EvalSample
 
-ENGINES = ("local", "ray")
-"""Values of ``--engine``."""
 INSTALL_HINT = 'pip install "scclip-cli[ray]"'
 DEFAULT_IMAGES_PER_TASK = 32
 """Images per Ray task: large enough that a worker's read / segment / write threads overlap and
@@ -136,6 +131,9 @@ class RayOptions:
     (:data:`DEFAULT_EVAL_SAMPLES_PER_TASK`)."""
     max_task_retries: int = DEFAULT_MAX_TASK_RETRIES
     """Retries of a task whose worker died (the worker itself is always restarted)."""
+    on_batch_done: Callable[[Sequence[Any]], None] | None = field(default=None, compare=False)
+    """Called on the driver after each finished batch with the worker actor handles
+    (monitoring; fault-injection tests)."""
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -158,40 +156,6 @@ class RayOptions:
             raise UsageError(f"max_task_retries must be 0 or more, got {self.max_task_retries}")
 
 
-def ray_options_from_cli(
-    engine: str,
-    *,
-    address: str | None = None,
-    workers: int | None = None,
-    gpus_per_worker: float | None = None,
-    cpus_per_worker: float | None = None,
-) -> RayOptions | None:
-    """The :class:`RayOptions` of ``--engine ray`` and its options; ``None`` for ``local``.
-
-    Raises:
-        UsageError: an unknown engine, or Ray options given with ``--engine local``.
-    """
-    if engine not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    given = {
-        "--ray-address": address,
-        "--workers": workers,
-        "--gpus-per-worker": gpus_per_worker,
-        "--cpus-per-worker": cpus_per_worker,
-    }
-    if engine == "local":
-        named = [name for name, value in given.items() if value is not None]
-        if named:
-            raise UsageError(f"{', '.join(named)} need --engine ray")
-        return None
-    return RayOptions(
-        address=address,
-        workers=workers,
-        gpus_per_worker=gpus_per_worker,
-        cpus_per_worker=cpus_per_worker if cpus_per_worker is not None else 1.0,
-    )
-
-
 def import_ray() -> Any:
     """The ``ray`` module; :class:`UsageError` (exit 2) with the install command when missing."""
     try:
@@ -204,183 +168,184 @@ def import_ray() -> Any:
     return ray
 
 
-# ================================================================================== segment
-def segment_on_ray(
-    inputs: Sequence[str | os.PathLike[str]],
-    vocab: str | Path | list[str] | QueryEmbeddings | None,
-    out_dir: str | os.PathLike[str],
-    *,
-    ray_options: RayOptions | None = None,
-    model: str = DEFAULT_MODEL,
-    pretrained: str = DEFAULT_PRETRAINED,
-    device: str = "auto",
-    precision: str = "auto",
-    method: str | MethodConfig = "sc-clip",
-    preset: str | None = None,
-    protocol: ProtocolConfig | None = None,
-    short_side: int | None = None,
-    crop: int | None = None,
-    stride: int | None = None,
-    logit_scale: float | None = None,
-    prob_threshold: float | None = None,
-    area_threshold: float | None = None,
-    batch_size: int | None = None,
-    overlay: bool = False,
-    overwrite: bool = False,
-    shard: str | tuple[int, int] | None = None,
-    quiet: bool = False,
-    jsonl_stream: TextIO | None = None,
-    stdin: TextIO | None = None,
-    read_workers: int | None = None,
-    progress: bool | None = None,
-    on_batch_done: Callable[[Sequence[Any]], None] | None = None,
-) -> RunSummary:
-    """:func:`scclip_cli.runs.segment.segment` on Ray workers: the same files, summary and failures.
-
-    Arguments are those of :func:`~scclip_cli.runs.segment.segment` (except ``segmenter``: each
-    worker loads its own), plus:
-
-    Args:
-        ray_options: the cluster and the workers' resources (default: :class:`RayOptions`).
-        read_workers: decoding threads per worker (default: its CPUs, at most
-            :data:`MAX_READ_WORKERS`).
-        on_batch_done: called on the driver after each finished batch with the worker actor
-            handles (monitoring; fault-injection tests).
-
-    Returns:
-        The run's :class:`~scclip_cli.runs.summary.RunSummary`, also written to ``summary.json``.
-        ``config["run"]["engine"]`` records the Ray settings; ``jsonl_stream`` lines come in the
-        order images finish, not in input order.
+# ================================================================================== engine
+class RayEngine:
+    """The Ray engine (:class:`~scclip_cli.runs.engine.Engine`): worker actors, each holding a
+    model, fed batches of images (``segment``) or samples (``eval``).
 
     Raises:
-        ScclipError: as ``segment``, before any image is processed; also when Ray is missing or
-            a worker cannot load the model.
-        KeyboardInterrupt: after recording the interrupted run (workers are stopped).
+        UsageError: Ray is not installed (at construction, before any work).
     """
-    from scclip_cli.runs.bookkeeping import (
-        Reporter,
-        SegmentRun,
-        plan_run,
-        protocol_overrides,
-        rerun_without_model,
-    )
 
-    options = ray_options or RayOptions()
-    ray = import_ray()
-    # Everything cheap first, on the driver, so a typo does not cost starting a cluster.
-    plan = plan_run(
-        inputs,
-        out_dir,
-        overlay=overlay,
-        overwrite=overwrite,
-        shard=shard,
-        preset=preset,
-        batch_size=batch_size,
-        read_workers=read_workers,
-        stdin=stdin,
-    )
-    overrides = protocol_overrides(
-        short_side=short_side,
-        crop=crop,
-        stride=stride,
-        logit_scale=logit_scale,
-        prob_threshold=prob_threshold,
-        area_threshold=area_threshold,
-    )
-    resolved_protocol = resolve_protocol(preset, protocol, **overrides)
-    method_config = MethodConfig(name=method) if isinstance(method, str) else method
-    class_names = _vocab_class_names(vocab)
-    reporter = Reporter(quiet)
-    if not plan.overwrite:  # nothing left to do: no Ray session, no workers, no model
-        finished = rerun_without_model(
-            plan,
-            class_names,
-            model=model,
-            pretrained=pretrained,
-            reporter=reporter,
-            jsonl_stream=jsonl_stream,
-            progress=progress,
-        )
-        if finished is not None:
-            return finished
+    name = "ray"
 
-    # Ray prints worker deaths on stdout: keep stdout for the --jsonl lines (captured above).
-    with _ray_session(ray, options.address, quiet=quiet) as connection:
-        run = SegmentRun.open(plan, class_names, reporter=reporter, jsonl_stream=jsonl_stream)
-        resources, batches = _plan_batches(
-            ray, options, run.todo, DEFAULT_IMAGES_PER_TASK, needs_model=True
+    def __init__(
+        self,
+        options: RayOptions | None = None,
+        *,
+        read_workers: int | None = None,
+        quiet: bool = False,
+    ) -> None:
+        self.options = options or RayOptions()
+        self.ray = import_ray()
+        self.read_workers = read_workers
+        self.quiet = quiet
+
+    @contextlib.contextmanager
+    def session(self, spec: ModelSpec | None, message: Message) -> Iterator[RaySession]:
+        """Connected to Ray (and disconnected at the end when this session connected); the
+        workers are stopped when the block ends, whatever happens."""
+        # Ray prints worker deaths on stdout: keep stdout for the --jsonl lines.
+        with _ray_session(self.ray, self.options.address, quiet=self.quiet) as connection:
+            session = RaySession(self, connection, spec, message)
+            try:
+                yield session
+            finally:
+                session.stop()
+
+
+class RaySession:
+    """One run on Ray: plans the batches, starts the workers, dispatches and collects."""
+
+    def __init__(
+        self,
+        engine: RayEngine,
+        connection: RayConnection,
+        spec: ModelSpec | None,
+        message: Message,
+    ) -> None:
+        self.ray = engine.ray
+        self.options = engine.options
+        self.read_workers = engine.read_workers
+        self.connection = connection
+        self.spec = spec
+        self.message = message
+        self.pool: WorkerPool | None = None
+        self.batches: list[list[Any]] = []
+
+    # segment ------------------------------------------------------------------------------------
+
+    def start_segmenting(self, todo: Sequence[Job], task: SegmentTask) -> Started:
+        if self.spec is None:
+            raise UsageError("a vocabulary (--vocab) is needed to load the segmenter")
+        resources, self.batches = plan_batches(
+            self.ray, self.options, list(todo), DEFAULT_IMAGES_PER_TASK, needs_model=True
         )
-        load_options = {
-            "vocab": vocab,
-            "model": model,
-            "pretrained": pretrained,
-            # a worker without a GPU reserved must not take one
-            "device": "cpu" if resources.gpus == 0 and device == "auto" else device,
-            "precision": precision,
-            "method": method_config,
-            "protocol": resolved_protocol,
-            "batch_size": batch_size,
-        }
-        pool = _WorkerPool(
-            ray,
-            SegmentWorker,
-            resources,
-            options,
-            init_args=(
-                os.getcwd(),
-                [os.fspath(plan.out), *(os.fspath(job.image.path) for job in run.todo[:1])],
-                load_options,
-                read_workers or _default_read_workers(resources.cpus),
-                overlay,
-                overwrite,
-            ),
+        init_args = (
+            os.getcwd(),
+            [os.fspath(p) for p in task.probe],
+            self._worker_spec(resources),
+            self.read_workers or default_read_workers(resources.cpus),
+            task.overlay,
+            task.overwrite,
         )
+        return self._start(SegmentWorker, resources, init_args)
+
+    def segment(self, todo: Sequence[Job], events: ImageEvents) -> None:
+        pool = self._pool()
         try:
-            start = time.perf_counter()
-            first = pool.wait_first_ready(reporter)
-            load_seconds = time.perf_counter() - start
-            _check_worker_class_names(first, class_names)
-            reporter.message(
-                f"{pool.size} Ray worker(s) ({_resources_text(resources)} each) on "
-                f"{connection.description}; first loaded {model} ({pretrained}) in "
-                f"{load_seconds:.1f} s"
+            pool.dispatch(
+                self.batches,
+                method="segment_batch",
+                on_result=lambda batch, result: result.report_to(batch, events),
+                on_lost=functools.partial(_lost_batch, events),
+                on_batch_done=self.options.on_batch_done,
             )
-            engine = _engine_record(options, resources, pool.size)
-            run.start(
-                plan.run_config(first["description"], engine=engine),
-                load_seconds=load_seconds,
-                show_progress=progress,
-            )
-            with run.segmenting():
-                try:
-                    pool.dispatch(
-                        batches,
-                        method="segment_batch",
-                        on_result=lambda _, result: result.report_to(run),
-                        on_lost=functools.partial(_lost_batch, run),
-                        on_batch_done=on_batch_done,
-                    )
-                except BaseException:
-                    pool.stop()  # no worker writes after the run files
-                    run.count_written(
-                        [job for _, batch, _ in pool.pending.values() for job in batch]
-                    )
-                    raise
-        finally:
-            pool.stop()
-    return run.summary
+        except BaseException:
+            pool.stop()  # no worker writes after this
+            # images of the unanswered batches that a worker finished count as done
+            for job in (job for _, batch, _ in pool.pending.values() for job in batch):
+                record = job.outputs.complete_record()
+                if record is not None:
+                    events.image_done(job, record)
+            raise
+
+    # eval ---------------------------------------------------------------------------------------
+
+    def start_scoring(self, samples: Sequence[EvalSample], task: ScoreTask) -> Started:
+        resources, self.batches = plan_batches(
+            self.ray,
+            self.options,
+            list(enumerate(samples)),
+            DEFAULT_EVAL_SAMPLES_PER_TASK,
+            needs_model=self.spec is not None,
+        )
+        init_args = (
+            os.getcwd(),
+            [os.fspath(p) for p in _sample_files(samples[:1])],
+            self._worker_spec(resources),
+            task.reduce_zero_label,
+            task.ignore_index,
+            task.save_pred,
+        )
+        return self._start(EvalWorker, resources, init_args)
+
+    def score(
+        self,
+        samples: Sequence[EvalSample],
+        confusion: ConfusionMatrix,
+        on_scored: Callable[[int], None],
+    ) -> list[tuple[int, str]]:
+        pool = self._pool()
+        scoring = _ScoreSum(confusion, fail_fast=self.spec is not None, on_scored=on_scored)
+        pool.set_call_args(confusion.num_classes, confusion.class_names)
+        pool.dispatch(
+            self.batches,
+            method="score_batch",
+            on_result=scoring.record_batch,
+            on_lost=_raise_lost_samples,
+            on_batch_done=self.options.on_batch_done,
+            stop=scoring.should_stop,
+        )
+        return sorted(scoring.problems, key=lambda item: item[0])
+
+    # shared -------------------------------------------------------------------------------------
+
+    def _worker_spec(self, resources: WorkerResources) -> ModelSpec | None:
+        """The model spec as the workers load it: a worker without a GPU reserved takes none."""
+        spec = self.spec
+        if spec is None or resources.gpus > 0:
+            return spec
+        return dataclasses.replace(spec, options=spec.options.without_gpu())
+
+    def _start(
+        self, worker_class: type, resources: WorkerResources, init_args: tuple[Any, ...]
+    ) -> Started:
+        self.pool = pool = WorkerPool(
+            self.ray, worker_class, resources, self.options, init_args=init_args
+        )
+        start = time.perf_counter()
+        first = pool.wait_first_ready(self.message)
+        seconds = time.perf_counter() - start
+        head = f"{pool.size} Ray worker(s) ({resources_text(resources)} each) on "
+        if self.spec is not None and worker_class is SegmentWorker:
+            options = self.spec.options
+            loaded = f"first loaded {options.model} ({options.pretrained}) in {seconds:.1f} s"
+            self.message(f"{head}{self.connection.description}; {loaded}")
+        else:
+            self.message(f"{head}{self.connection.description}, first ready in {seconds:.1f} s")
+        description = first["description"]
+        class_names = None if description is None else tuple(description.get("class_names", ()))
+        record = _engine_record(self.options, resources, pool.size)
+        return Started(description, seconds, class_names, record)
+
+    def _pool(self) -> WorkerPool:
+        assert self.pool is not None, "start_segmenting / start_scoring first"
+        return self.pool
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
 
 
-def _lost_batch(run: SegmentRun, batch: Sequence[Job], error: BaseException) -> None:
+def _lost_batch(events: ImageEvents, batch: Sequence[Job], error: BaseException) -> None:
     """A single image whose worker died on every attempt: a failure of that image."""
-    from scclip_cli.runs.summary import Failure
-
     for job in batch:
         reason = f"its Ray worker died on every attempt: {_first_line(error)}"
-        run.image_failed(Failure(str(job.image.path), reason, "segment", job.order))
+        events.image_failed(Failure(str(job.image.path), reason, "segment", job.order))
 
 
-def _engine_record(options: RayOptions, resources: _Resources, workers: int) -> dict[str, Any]:
+def _engine_record(options: RayOptions, resources: WorkerResources, workers: int) -> dict[str, Any]:
     return {
         "name": "ray",
         "address": options.address,
@@ -390,202 +355,21 @@ def _engine_record(options: RayOptions, resources: _Resources, workers: int) -> 
     }
 
 
-def _vocab_class_names(
-    vocab: str | Path | list[str] | QueryEmbeddings | None,
-) -> tuple[str, ...]:
-    """Class names of a vocabulary without loading a model (checked before any worker starts)."""
-    from scclip_cli.model.text_embeddings import vocabulary_class_names
-
-    if vocab is None:
-        raise UsageError("a vocabulary (--vocab) is needed to load the segmenter")
-    return vocabulary_class_names(vocab)  # a missing file is a VocabularyError naming it
-
-
-def _check_worker_class_names(ready: dict[str, Any], class_names: tuple[str, ...]) -> None:
-    loaded = tuple(ready["description"].get("class_names", ()))
-    if loaded != class_names:
-        raise VocabularyError(
-            f"the Ray workers loaded {len(loaded)} classes, the vocabulary has "
-            f"{len(class_names)}; is the same vocabulary file visible to every node?"
-        )
-
-
-# ===================================================================================== eval
-def evaluate_on_ray(
-    *,
-    ray_options: RayOptions | None = None,
-    gt_dir: str | Path | None = None,
-    pred_dir: str | Path | None = None,
-    images_dir: str | Path | None = None,
-    dataset: str | None = None,
-    data_root: str | Path | None = None,
-    vocab: str | Path | None = None,
-    num_classes: int | None = None,
-    reduce_zero_label: bool | None = None,
-    ignore_index: int = IGNORE_INDEX,
-    gt_suffix: str = "",
-    pred_suffix: str = "",
-    limit: int | None = None,
-    shard: str | tuple[int, int] | None = None,
-    save_pred: str | Path | None = None,
-    model: str = DEFAULT_MODEL,
-    pretrained: str = DEFAULT_PRETRAINED,
-    device: str = "auto",
-    precision: str = "auto",
-    method: str | MethodConfig = "sc-clip",
-    preset: str | None = None,
-    protocol: ProtocolConfig | None = None,
-    protocol_overrides: dict[str, object] | None = None,
-    batch_size: int | None = None,
-    progress: bool | None = None,
-    quiet: bool = False,
-    on_batch_done: Callable[[Sequence[Any]], None] | None = None,
-) -> EvaluationResult:
-    """:func:`scclip_cli.runs.evaluate.evaluate` with the segmenting and scoring on Ray workers.
-
-    Arguments are those of :func:`~scclip_cli.runs.evaluate.evaluate` (except ``segmenter`` and
-    ``predict``, which cannot travel to workers), plus ``ray_options``, ``quiet`` (no messages)
-    and ``on_batch_done`` (see :func:`segment_on_ray`). Every check runs on the driver first, as
-    locally. Each task returns the confusion matrix of its samples; their sum is the result, equal
-    to the local one (matrix, classes, settings and scores); ``run_info["engine"]`` records the
-    Ray settings.
-
-    Raises:
-        ScclipError: as ``evaluate``; also when Ray is missing or a worker cannot load the model.
-    """
-    from scclip_cli.runs.bookkeeping import Reporter
-    from scclip_cli.runs.evaluate import (
-        EvaluationResult,
-        plan_evaluation,
-        problem_text,
-        show_progress,
-    )
-
-    options = ray_options or RayOptions()
-    ray = import_ray()
-    plan = plan_evaluation(
-        gt_dir=gt_dir,
-        pred_dir=pred_dir,
-        images_dir=images_dir,
-        dataset=dataset,
-        data_root=data_root,
-        vocab=vocab,
-        num_classes=num_classes,
-        reduce_zero_label=reduce_zero_label,
-        gt_suffix=gt_suffix,
-        pred_suffix=pred_suffix,
-        limit=limit,
-        shard=shard,
-        save_pred=save_pred,
-        preset=preset,
-        classes_from_model=True,
-    )
-    load_options: dict[str, Any] | None = None
-    if plan.uses_images:  # checked before any worker starts
-        if plan.vocab is None:
-            raise UsageError("--vocab is needed to segment images")
-        _vocab_class_names(plan.vocab)
-        load_options = {
-            "vocab": plan.vocab,
-            "model": model,
-            "pretrained": pretrained,
-            "device": device,
-            "precision": precision,
-            "method": MethodConfig(name=method) if isinstance(method, str) else method,
-            "preset": plan.preset,
-            "protocol": resolve_protocol(plan.preset, protocol, **(protocol_overrides or {})),
-            "batch_size": batch_size,
-        }
-    reporter = Reporter(quiet)
-
-    with _ray_session(ray, options.address, quiet=quiet) as connection:
-        resources, batches = _plan_batches(
-            ray,
-            options,
-            list(enumerate(plan.selected)),
-            DEFAULT_EVAL_SAMPLES_PER_TASK,
-            needs_model=plan.uses_images,
-        )
-        if load_options is not None and resources.gpus == 0 and device == "auto":
-            load_options["device"] = "cpu"  # a worker without a GPU reserved must not take one
-        probe = [os.fspath(p) for p in _sample_files(plan.selected[:1])]
-        pool = _WorkerPool(
-            ray,
-            EvalWorker,
-            resources,
-            options,
-            init_args=(
-                os.getcwd(),
-                probe,
-                load_options,
-                plan.reduce_zero_label,
-                ignore_index,
-                save_pred,
-            ),
-        )
-        try:
-            start = time.perf_counter()
-            first = pool.wait_first_ready(reporter)
-            reporter.message(
-                f"{pool.size} Ray worker(s) ({_resources_text(resources)} each) on "
-                f"{connection.description}, first ready in {time.perf_counter() - start:.1f} s"
-            )
-            class_names = plan.class_names
-            if plan.uses_images:
-                description = first["description"]
-                class_names = plan.record_segmenter(tuple(description["class_names"]), description)
-            confusion = plan.confusion(class_names, ignore_index)
-            scoring = _EvalScoring(
-                confusion,
-                total=len(plan.selected),
-                fail_fast=plan.uses_images,
-                show_progress=show_progress(progress),
-            )
-            pool.set_call_args(confusion.num_classes, confusion.class_names)
-            try:
-                pool.dispatch(
-                    batches,
-                    method="score_batch",
-                    on_result=scoring.record_batch,
-                    on_lost=_raise_lost_samples,
-                    on_batch_done=on_batch_done,
-                    stop=scoring.should_stop,
-                )
-            finally:
-                scoring.close()
-        finally:
-            pool.stop()
-    if scoring.problems:
-        texts = [text for _, text in sorted(scoring.problems, key=lambda item: item[0])]
-        raise EvaluationError(problem_text("problems", texts))
-    plan.run_info["engine"] = _engine_record(options, resources, pool.size)
-    return EvaluationResult(confusion, run_info=plan.run_info)
-
-
 def _sample_files(samples: Sequence[EvalSample]) -> Iterator[Path]:
     for sample in samples:
         yield from (p for p in (sample.gt, sample.pred, sample.image) if p is not None)
 
 
-class _EvalScoring:
+class _ScoreSum:
     """The driver's sum of the workers' confusion matrices."""
 
     def __init__(
-        self, confusion: ConfusionMatrix, *, total: int, fail_fast: bool, show_progress: bool
+        self, confusion: ConfusionMatrix, *, fail_fast: bool, on_scored: Callable[[int], None]
     ) -> None:
-        from tqdm import tqdm
-
         self.confusion = confusion
         self.fail_fast = fail_fast
+        self.on_scored = on_scored
         self.problems: list[tuple[int, str]] = []
-        self.bar = tqdm(
-            total=total,
-            desc="eval",
-            unit="img",
-            file=sys.stderr,
-            disable=not show_progress,
-            dynamic_ncols=True,
-        )
 
     def record_batch(self, batch: Sequence[tuple[int, EvalSample]], result: dict[str, Any]) -> None:
         matrix = np.asarray(result["matrix"], dtype=np.int64)
@@ -594,14 +378,11 @@ class _EvalScoring:
         self.confusion.matrix += matrix
         self.confusion.num_images += int(result["num_images"])
         self.problems += result["problems"]
-        self.bar.update(len(batch))
+        self.on_scored(len(batch))
 
     def should_stop(self) -> bool:
         """Stop dispatching at the first problem when segmenting (as the local run does)."""
         return self.fail_fast and bool(self.problems)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _raise_lost_samples(batch: Sequence[tuple[int, EvalSample]], error: BaseException) -> None:
@@ -616,19 +397,16 @@ def _raise_lost_samples(batch: Sequence[tuple[int, EvalSample]], error: BaseExce
 @dataclass
 class _SegmentBatchResult:
     """What a worker returns for one batch of images (small: no pixels): the pipeline's reports,
-    collected (:class:`~scclip_cli.runs.local_engine.PipelineEvents`), to replay on the driver's run."""
+    collected (:class:`~scclip_cli.runs.engine.ImageEvents`), to replay on the driver."""
 
-    done: list[dict[str, Any]] = field(default_factory=list)
-    """The ``--jsonl`` line of each image written (path, status, files, width, height,
-    classes)."""
+    done: list[tuple[int, ImageRecord]] = field(default_factory=list)
+    """``(job order, record)`` of each image written."""
     failures: list[Failure] = field(default_factory=list)
     read_wait_seconds: float = 0.0
     write_wait_seconds: float = 0.0
 
-    def image_done(self, job: Job, record: dict[str, Any]) -> None:
-        from scclip_cli.runs.bookkeeping import jsonl_record
-
-        self.done.append(jsonl_record(job, record, "done"))
+    def image_done(self, job: Job, record: ImageRecord) -> None:
+        self.done.append((job.order, record))
 
     def image_failed(self, failure: Failure) -> None:
         self.failures.append(failure)
@@ -637,13 +415,14 @@ class _SegmentBatchResult:
         self.read_wait_seconds += read
         self.write_wait_seconds += write
 
-    def report_to(self, run: SegmentRun) -> None:
+    def report_to(self, batch: Sequence[Job], events: ImageEvents) -> None:
         """Replay on the driver what happened on the worker."""
-        for line in self.done:
-            run.record_done_line(line)
+        jobs = {job.order: job for job in batch}
+        for order, record in self.done:
+            events.image_done(jobs[order], record)
         for failure in sorted(self.failures, key=lambda f: (f.order, f.path)):
-            run.image_failed(failure)
-        run.waited(read=self.read_wait_seconds, write=self.write_wait_seconds)
+            events.image_failed(failure)
+        events.waited(read=self.read_wait_seconds, write=self.write_wait_seconds)
 
 
 class _WorkerBase:
@@ -653,7 +432,7 @@ class _WorkerBase:
         self,
         cwd: str,
         probe: Sequence[str],
-        load_options: dict[str, Any] | None,
+        spec: ModelSpec | None,
         threads: float,
     ) -> None:
         self.cwd = cwd
@@ -661,21 +440,19 @@ class _WorkerBase:
         if self.cwd_ok:
             os.chdir(cwd)  # relative paths mean what they mean on the driver
         self.probe = list(probe)
-        self.load_options = load_options
+        self.spec = spec
         self.threads = max(1, math.floor(threads))
         self.segmenter: Segmenter | None = None
         self.load_seconds = 0.0
 
     def _segmenter(self) -> Segmenter | None:
         """Load the model and vocabulary once per process (again after a restart)."""
-        if self.segmenter is None and self.load_options is not None:
+        if self.segmenter is None and self.spec is not None:
             import torch
-
-            from scclip_cli.predict.segmenter import Segmenter
 
             torch.set_num_threads(self.threads)
             start = time.perf_counter()
-            self.segmenter = Segmenter.load(**self.load_options)
+            self.segmenter = self.spec.options.load(self.spec.vocab, self.spec.protocol)
             self.load_seconds = time.perf_counter() - start
         return self.segmenter
 
@@ -711,13 +488,13 @@ class SegmentWorker(_WorkerBase):
         self,
         cwd: str,
         probe: Sequence[str],
-        load_options: dict[str, Any],
+        spec: ModelSpec,
         read_workers: int,
         overlay: bool,
         overwrite: bool,
         threads: float,
     ) -> None:
-        super().__init__(cwd, probe, load_options, threads)
+        super().__init__(cwd, probe, spec, threads)
         self.read_workers = read_workers
         self.overlay = overlay
         self.overwrite = overwrite
@@ -728,7 +505,6 @@ class SegmentWorker(_WorkerBase):
         Images already complete were finished by an earlier attempt of this batch (its worker
         died after writing them): they are reported done, not written again.
         """
-        from scclip_cli.runs.bookkeeping import read_complete_record, remove_stale_temporaries
         from scclip_cli.runs.local_engine import segment_jobs
 
         segmenter = self._segmenter()
@@ -736,12 +512,11 @@ class SegmentWorker(_WorkerBase):
         report = _SegmentBatchResult()
         todo = []
         for job in jobs:
-            record = None if self.overwrite else read_complete_record(job.outputs)
+            record = None if self.overwrite else job.outputs.complete_record()
             if record is None:
                 todo.append(job)
             else:
                 report.image_done(job, record)
-        remove_stale_temporaries(todo)
         segment_jobs(
             segmenter,
             todo,
@@ -760,13 +535,13 @@ class EvalWorker(_WorkerBase):
         self,
         cwd: str,
         probe: Sequence[str],
-        load_options: dict[str, Any] | None,
+        spec: ModelSpec | None,
         reduce_zero_label: bool,
         ignore_index: int,
         save_pred: str | Path | None,
         threads: float,
     ) -> None:
-        super().__init__(cwd, probe, load_options, threads)
+        super().__init__(cwd, probe, spec, threads)
         self.reduce_zero_label = reduce_zero_label
         self.ignore_index = ignore_index
         self.save_pred = save_pred
@@ -783,7 +558,7 @@ class EvalWorker(_WorkerBase):
             ``{"matrix": [K, K] int64, "num_images": int, "problems": [(position, text)]}``.
             With a model, scoring stops at the first problem, as ``evaluate`` does.
         """
-        from scclip_cli.runs.evaluate import collect_problems, segmenter_source
+        from scclip_cli.runs.scoring import collect_problems, segmenter_source
 
         confusion = ConfusionMatrix(num_classes, class_names, ignore_index=self.ignore_index)
         segmenter = self._segmenter()
@@ -809,7 +584,7 @@ class EvalWorker(_WorkerBase):
 
 
 # ================================================================================== driver
-class _RayConnection:
+class RayConnection:
     """Use the Ray connection of this process, or connect (and disconnect at the end)."""
 
     def __init__(self, ray: Any, address: str | None, *, quiet: bool) -> None:
@@ -819,7 +594,7 @@ class _RayConnection:
         self.started = False
         self.description = "Ray"
 
-    def __enter__(self) -> _RayConnection:
+    def __enter__(self) -> RayConnection:
         ray = self.ray
         if not ray.is_initialized():
             own_sigterm = _python_sigterm_handler()
@@ -831,7 +606,8 @@ class _RayConnection:
                 )
             except (ConnectionError, ValueError, RuntimeError) as err:
                 where = self.address or os.environ.get("RAY_ADDRESS") or "a local instance"
-                raise UsageError(f"cannot start or join Ray ({where}): {err}") from None
+                hint = token_auth_hint(self.address or os.environ.get("RAY_ADDRESS"), err)
+                raise UsageError(f"cannot start or join Ray ({where}): {err}{hint}") from None
             self.started = True
             if own_sigterm is not None:
                 # ray.init replaced it with sys.exit; the CLI's handler stops the run cleanly
@@ -849,6 +625,35 @@ class _RayConnection:
             self.ray.shutdown()
 
 
+TOKEN_FILE = Path("~/.ray/auth_token")
+"""Where ``ray start --head`` keeps the cluster's authentication token (Ray 2.60 and later)."""
+
+
+def token_auth_hint(address: str | None, error: BaseException) -> str:
+    """What to do when joining the cluster at ``address`` failed because it wants a token.
+
+    Ray 2.60 turns token authentication on when ``ray start --head`` runs, and a driver joining
+    by ``HOST:PORT`` only says "Failed to connect" unless ``RAY_AUTH_MODE=token`` is set. The hint
+    is given for an explicit address (not ``auto`` / ``local``, which Ray resolves itself) when
+    ``RAY_AUTH_MODE`` is not ``token`` and either a token is at hand or the error says so.
+    Returns ``""`` when the hint does not apply.
+    """
+    if not address or address in ("auto", "local"):
+        return ""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    text = str(error).lower()
+    has_token = bool(os.environ.get("RAY_AUTH_TOKEN")) or TOKEN_FILE.expanduser().is_file()
+    if not (has_token or "failed to connect" in text or "auth" in text or "token" in text):
+        return ""
+    return (
+        "; the cluster probably requires token authentication (Ray 2.60 and later switch it on "
+        "with 'ray start --head'): set RAY_AUTH_MODE=token and give this machine the cluster's "
+        f"token, in {TOKEN_FILE} or RAY_AUTH_TOKEN (every node of the cluster needs the same token "
+        "and RAY_AUTH_MODE=token)"
+    )
+
+
 def _python_sigterm_handler() -> Callable[..., Any] | None:
     """The SIGTERM handler installed in Python (by the CLI), if any, on the main thread."""
     if threading.current_thread() is not threading.main_thread():
@@ -858,15 +663,15 @@ def _python_sigterm_handler() -> Callable[..., Any] | None:
 
 
 @contextlib.contextmanager
-def _ray_session(ray: Any, address: str | None, *, quiet: bool) -> Iterator[_RayConnection]:
+def _ray_session(ray: Any, address: str | None, *, quiet: bool) -> Iterator[RayConnection]:
     """Connected to Ray, with ``sys.stdout`` sent to stderr: Ray prints its messages (a worker
     died, ...) on stdout, which belongs to ``--jsonl`` lines and reports."""
-    with contextlib.redirect_stdout(sys.stderr), _RayConnection(ray, address, quiet=quiet) as c:
+    with contextlib.redirect_stdout(sys.stderr), RayConnection(ray, address, quiet=quiet) as c:
         yield c
 
 
 @dataclass(frozen=True)
-class _Resources:
+class WorkerResources:
     workers: int
     gpus: float
     cpus: float
@@ -874,7 +679,7 @@ class _Resources:
 
 def _worker_resources(
     ray: Any, options: RayOptions, most_workers: int, *, needs_model: bool
-) -> _Resources:
+) -> WorkerResources:
     """How many workers, and what each reserves, from the options and the cluster."""
     cluster = ray.cluster_resources()
     cluster_gpus = float(cluster.get("GPU", 0))
@@ -896,12 +701,12 @@ def _worker_resources(
     if workers is None:
         workers = int(cluster_gpus // gpus) if gpus > 0 else int(cluster_cpus // cpus)
     workers = max(1, min(workers, most_workers))
-    return _Resources(workers=workers, gpus=float(gpus), cpus=float(cpus))
+    return WorkerResources(workers=workers, gpus=float(gpus), cpus=float(cpus))
 
 
-def _plan_batches(
+def plan_batches(
     ray: Any, options: RayOptions, items: list[Any], most_per_task: int, *, needs_model: bool
-) -> tuple[_Resources, list[list[Any]]]:
+) -> tuple[WorkerResources, list[list[Any]]]:
     """The workers' resources and the batches of ``items`` (in order) they get.
 
     Batches hold ``options.images_per_task`` items, or by default up to ``most_per_task``: fewer
@@ -918,22 +723,22 @@ def _plan_batches(
     return dataclasses.replace(resources, workers=workers), batches
 
 
-def _resources_text(resources: _Resources) -> str:
+def resources_text(resources: WorkerResources) -> str:
     return f"{resources.cpus:g} CPU, {resources.gpus:g} GPU"
 
 
-def _default_read_workers(cpus: float) -> int:
+def default_read_workers(cpus: float) -> int:
     return max(1, min(MAX_READ_WORKERS, math.floor(cpus)))
 
 
-class _WorkerPool:
+class WorkerPool:
     """The run's worker actors and the loop that keeps them busy."""
 
     def __init__(
         self,
         ray: Any,
         worker_class: type,
-        resources: _Resources,
+        resources: WorkerResources,
         options: RayOptions,
         *,
         init_args: tuple[Any, ...],
@@ -976,7 +781,7 @@ class _WorkerPool:
         """Extra arguments of every task call (after the batch)."""
         self.call_args = args
 
-    def wait_first_ready(self, reporter: Reporter) -> dict[str, Any]:
+    def wait_first_ready(self, message: Message | None) -> dict[str, Any]:
         """Block until one worker has loaded its model; return its :meth:`setup` answer."""
         start = time.monotonic()
         noticed = False
@@ -995,11 +800,12 @@ class _WorkerPool:
             if not noticed and time.monotonic() - start > WORKER_WAIT_NOTICE_SECONDS:
                 noticed = True
                 available = self.ray.available_resources()
-                reporter.message(
-                    f"waiting for Ray to start a worker ({_resources_text(self.resources)} "
-                    f"each); the cluster has {available.get('CPU', 0):g} CPU and "
-                    f"{available.get('GPU', 0):g} GPU free"
-                )
+                if message is not None:
+                    message(
+                        f"waiting for Ray to start a worker ({resources_text(self.resources)} "
+                        f"each); the cluster has {available.get('CPU', 0):g} CPU and "
+                        f"{available.get('GPU', 0):g} GPU free"
+                    )
 
     def _mark_ready(self, ref: Any) -> dict[str, Any] | None:
         """Take a worker's :meth:`setup` answer, or ``None`` when its process kept dying while it

@@ -1,62 +1,66 @@
 """Batch segmentation of image files: ``scclip segment`` as a plain function.
 
     >>> from scclip_cli.runs.segment import segment
-    >>> summary = segment(["photos/"], "vocab/voc21.txt", "masks/", model="ViT-B-16-quickgelu")
+    >>> from scclip_cli.predict.model_options import ModelOptions
+    >>> summary = segment(["photos/"], "vocab/voc21.txt", "masks/",
+    ...                   model=ModelOptions("ViT-B-16-quickgelu"))
     >>> summary.done, summary.failed, summary.exit_code
 
-It composes the run's bookkeeping (:mod:`scclip_cli.runs.bookkeeping`: inputs, output folder, what is
-already done, ``summary.json`` and ``failures.jsonl``) with the local engine
-(:mod:`scclip_cli.runs.local_engine`: reader threads, the model on the calling thread, a writer thread).
-:func:`scclip_cli.runs.ray_engine.segment_on_ray` composes the same bookkeeping with Ray workers.
+The one orchestrator of a segment run, whichever engine does the work (``engine="local"``: this
+process; a :class:`~scclip_cli.runs.ray_engine.RayOptions`: Ray workers)::
+
+    plan_run                  arguments, inputs, collisions: before any model or engine
+    out_folder_lock           one run per output folder (per shard): scclip_cli.runs.out_lock
+    rerun_without_model       every image complete: finish with no model and no engine
+    engine.session            local: load the model; Ray: connect
+    SegmentRun.open           output folder, legend.json, what is already done (skipped)
+    session.start_segmenting  Ray: workers loaded; the description for summary.json
+    run.start / segmenting    summary.json, failures.jsonl, progress, --jsonl lines
+    session.segment           each image reported to the run (SegmentRun)
 
 A run killed at any moment leaves each image either complete or without its JSON, which the next
-run redoes. Ctrl-C stops reading and segmenting, lets the writer finish the images already
-segmented, records the run as interrupted in ``summary.json``, and re-raises.
+run redoes. Ctrl-C (or SIGTERM) stops reading and segmenting, lets the writer finish the images
+already segmented, records the run as interrupted in ``summary.json``, and re-raises.
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from scclip_cli.config import (
-    DEFAULT_MODEL,
-    DEFAULT_PRETRAINED,
-    MethodConfig,
-    ProtocolConfig,
-    resolve_protocol,
-)
+from scclip_cli.config import ProtocolConfig, resolve_protocol
 from scclip_cli.errors import UsageError, VocabularyError
+from scclip_cli.predict.model_options import ModelOptions
 from scclip_cli.runs.bookkeeping import (
     Reporter,
+    RunPlan,
     SegmentRun,
     plan_run,
     protocol_overrides,
+    read_legend_classes,
     rerun_without_model,
 )
+from scclip_cli.runs.engine import Engine, ModelSpec, SegmentTask
 from scclip_cli.runs.inputs import Shard
-from scclip_cli.runs.local_engine import DEFAULT_READ_WORKERS, segment_jobs
+from scclip_cli.runs.out_lock import out_folder_lock
 from scclip_cli.runs.summary import RunSummary
 
 if TYPE_CHECKING:
     from scclip_cli.model.text_embeddings import QueryEmbeddings
     from scclip_cli.predict.segmenter import Segmenter
+    from scclip_cli.runs.ray_engine import RayOptions
 
 
 def segment(
     inputs: Sequence[str | os.PathLike[str]],
-    vocab: str | Path | list[str] | QueryEmbeddings | None,
+    vocab: str | os.PathLike[str] | list[str] | QueryEmbeddings | None,
     out_dir: str | os.PathLike[str],
     *,
+    model: ModelOptions | None = None,
+    engine: str | RayOptions = "local",
     segmenter: Segmenter | None = None,
-    model: str = DEFAULT_MODEL,
-    pretrained: str = DEFAULT_PRETRAINED,
-    device: str = "auto",
-    precision: str = "auto",
-    method: str | MethodConfig = "sc-clip",
     preset: str | None = None,
     protocol: ProtocolConfig | None = None,
     short_side: int | None = None,
@@ -65,7 +69,6 @@ def segment(
     logit_scale: float | None = None,
     prob_threshold: float | None = None,
     area_threshold: float | None = None,
-    batch_size: int | None = None,
     overlay: bool = False,
     overwrite: bool = False,
     shard: str | Shard | tuple[int, int] | None = None,
@@ -80,14 +83,16 @@ def segment(
     Args:
         inputs: image files, folders (searched recursively) and ``"-"`` (paths on ``stdin``); see
             :mod:`scclip_cli.runs.inputs` for the order and the output mapping.
-        vocab: class list (.txt / .npz path, or a list of class lines); ignored when ``segmenter``
-            is given.
+        vocab: class list (.txt / .npz path, or a list of class lines, or embeddings); ignored
+            when ``segmenter`` is given.
         out_dir: output folder (created).
-        segmenter: an already loaded :class:`~scclip_cli.predict.segmenter.Segmenter` to reuse; the model,
-            vocabulary and protocol arguments must then be left at their defaults.
-        model, pretrained, device, precision, method, batch_size: passed to
-            :meth:`Segmenter.load` (``batch_size``: crops per forward pass, by default
-            :func:`~scclip_cli.predict.segmenter.default_batch_size` of the device).
+        model: the model and how it runs (:class:`ModelOptions`; default: its defaults).
+        engine: ``"local"`` (this process) or a :class:`~scclip_cli.runs.ray_engine.RayOptions`
+            (Ray workers, each loading the model; ``jsonl_stream`` lines then come in the order
+            images finish, and ``summary.json``'s ``config["run"]["engine"]`` records the Ray
+            settings).
+        segmenter: an already loaded :class:`~scclip_cli.predict.segmenter.Segmenter` to reuse
+            (local engine only); the vocabulary, model and protocol arguments are then unused.
         preset: benchmark protocol preset; ``protocol`` (a full config) or the single protocol
             values (``short_side`` ... ``area_threshold``) override its fields.
         overlay: also write ``<stem>_overlay.jpg``.
@@ -99,7 +104,8 @@ def segment(
             / ``color`` when written). ``status`` is ``done``, or ``skipped`` for images a
             previous run completed (listed first); failed inputs are in ``failures.jsonl`` only.
         stdin: where ``"-"`` reads paths (``sys.stdin`` by default).
-        read_workers: decoding threads (default ``min(8, CPUs)``).
+        read_workers: decoding threads (default ``min(8, CPUs)``; on Ray, per worker: its CPUs,
+            at most 8).
         progress: show the progress bar; by default when not ``quiet`` and stderr is a terminal.
 
     Returns:
@@ -109,9 +115,25 @@ def segment(
 
     Raises:
         ScclipError: usage and configuration errors found before any image is processed (no
-            inputs, output collisions, bad shard, unknown model, bad vocabulary, ...).
+            inputs, output collisions, bad shard, unknown model, bad vocabulary, another run
+            writing to ``out_dir``, Ray missing, ...).
         KeyboardInterrupt: after recording the interrupted run.
     """
+    model = model or ModelOptions()
+    overrides = protocol_overrides(
+        short_side=short_side,
+        crop=crop,
+        stride=stride,
+        logit_scale=logit_scale,
+        prob_threshold=prob_threshold,
+        area_threshold=area_threshold,
+    )
+    runner = _pick_engine(engine, segmenter, read_workers=read_workers, quiet=quiet)
+    if segmenter is not None and (preset is not None or protocol is not None or overrides):
+        raise UsageError(
+            "protocol options cannot change an already loaded segmenter; "
+            "pass them to Segmenter.load"
+        )
     plan = plan_run(
         inputs,
         out_dir,
@@ -119,96 +141,114 @@ def segment(
         overwrite=overwrite,
         shard=shard,
         preset=preset,
-        batch_size=batch_size,
         read_workers=read_workers,
         stdin=stdin,
     )
+    class_names = _class_names(vocab, segmenter)
+    spec = None
+    if segmenter is None:
+        assert vocab is not None  # _class_names checked it
+        spec = ModelSpec(model, vocab, resolve_protocol(preset, protocol, **overrides))
     reporter = Reporter(quiet)
-    if segmenter is None and vocab is not None and not plan.overwrite:
-        from scclip_cli.model.text_embeddings import vocabulary_class_names
-
-        finished = rerun_without_model(
-            plan,
-            vocabulary_class_names(vocab),  # read without the model
-            model=model,
-            pretrained=pretrained,
-            reporter=reporter,
-            jsonl_stream=jsonl_stream,
-            progress=progress,
+    shard_key = (plan.shard.index, plan.shard.count) if plan.shard is not None else None
+    with out_folder_lock(plan.out, shard_key):
+        legend = read_legend_classes(plan.out)
+        if segmenter is None and not plan.overwrite:
+            finished = rerun_without_model(
+                plan,
+                class_names,
+                legend,
+                model=model.model,
+                pretrained=model.pretrained,
+                reporter=reporter,
+                jsonl_stream=jsonl_stream,
+                progress=progress,
+            )
+            if finished is not None:
+                return finished
+        return _segment_on(
+            runner, spec, plan, class_names, legend, reporter, jsonl_stream, progress
         )
-        if finished is not None:
-            return finished
-    segmenter, load_seconds = _obtain_segmenter(
-        segmenter,
-        vocab,
-        model=model,
-        pretrained=pretrained,
-        device=device,
-        precision=precision,
-        method=method,
-        preset=preset,
-        protocol=protocol,
-        overrides=protocol_overrides(
-            short_side=short_side,
-            crop=crop,
-            stride=stride,
-            logit_scale=logit_scale,
-            prob_threshold=prob_threshold,
-            area_threshold=area_threshold,
-        ),
-        batch_size=batch_size,
-    )
-    if load_seconds:
-        reporter.message(f"loaded {model} ({pretrained}) in {load_seconds:.1f} s")
 
-    class_names = tuple(segmenter.class_names)
-    run = SegmentRun.open(plan, class_names, reporter=reporter, jsonl_stream=jsonl_stream)
-    run.start(
-        plan.run_config(segmenter.describe()),
-        load_seconds=load_seconds,
-        show_progress=progress,
-    )
-    with run.segmenting():
-        segment_jobs(
-            segmenter,
-            run.todo,
-            run,
-            class_names=class_names,
-            overlay=overlay,
-            read_workers=read_workers or min(DEFAULT_READ_WORKERS, os.cpu_count() or 1),
+
+def _segment_on(
+    engine: Engine,
+    spec: ModelSpec | None,
+    plan: RunPlan,
+    class_names: tuple[str, ...],
+    legend: tuple[str, ...] | None,
+    reporter: Reporter,
+    jsonl_stream: TextIO | None,
+    progress: bool | None,
+) -> RunSummary:
+    """The run itself, on ``engine``: open the folder, start the engine, segment, write the
+    run files."""
+    with engine.session(spec, reporter.message) as session:
+        run = SegmentRun.open(
+            plan, class_names, legend, reporter=reporter, jsonl_stream=jsonl_stream
         )
+        probe = [plan.out, *(job.image.path for job in run.todo[:1])]
+        task = SegmentTask(plan.overlay, plan.overwrite, tuple(probe))
+        started = session.start_segmenting(run.todo, task)
+        description = started.description or {}
+        _check_class_names(started.class_names, class_names)
+        extra = {"engine": started.engine_record} if started.engine_record is not None else {}
+        run.start(
+            plan.run_config(description, **extra),
+            load_seconds=started.load_seconds,
+            show_progress=progress,
+        )
+        with run.segmenting():
+            session.segment(run.todo, run)
     return run.summary
 
 
 # --- setup -------------------------------------------------------------------------------------
 
 
-def _obtain_segmenter(
+def _pick_engine(
+    engine: str | RayOptions,
     segmenter: Segmenter | None,
-    vocab: str | Path | list[str] | QueryEmbeddings | None,
     *,
-    preset: str | None,
-    protocol: ProtocolConfig | None,
-    overrides: dict[str, object],
-    **load_options: Any,
-) -> tuple[Segmenter, float]:
-    """The segmenter passed in, or a freshly loaded one; and the seconds loading took."""
+    read_workers: int | None,
+    quiet: bool,
+) -> Engine:
+    """The engine ``engine`` names: ``"local"`` or Ray options (Ray must be installed)."""
+    if read_workers is not None and read_workers < 1:
+        raise UsageError(f"read_workers must be at least 1, got {read_workers}")
+    if engine == "local":
+        from scclip_cli.runs.local_engine import LocalEngine
+
+        return LocalEngine(segmenter=segmenter, read_workers=read_workers)
+    from scclip_cli.runs.ray_engine import RayEngine, RayOptions
+
+    if not isinstance(engine, RayOptions):
+        raise UsageError(f"engine must be 'local' or RayOptions, got {engine!r}")
     if segmenter is not None:
-        if preset is not None or protocol is not None or overrides:
-            raise UsageError(
-                "protocol options cannot change an already loaded segmenter; "
-                "pass them to Segmenter.load"
-            )
-        return segmenter, 0.0
+        raise UsageError("a loaded segmenter cannot travel to Ray workers; pass the model options")
+    return RayEngine(engine, read_workers=read_workers, quiet=quiet)
+
+
+def _class_names(
+    vocab: str | os.PathLike[str] | list[str] | QueryEmbeddings | None,
+    segmenter: Segmenter | None,
+) -> tuple[str, ...]:
+    """The run's classes, without loading a model (a missing file is a VocabularyError)."""
+    if segmenter is not None:
+        return tuple(segmenter.class_names)
     if vocab is None:
         raise UsageError("a vocabulary (--vocab) is needed to load the segmenter")
-    if isinstance(vocab, str | os.PathLike) and not Path(vocab).is_file():
-        # checked before the (slow) model load
-        raise VocabularyError(f"vocabulary file not found: {os.fspath(vocab)}")
-    from scclip_cli.predict.segmenter import Segmenter
+    from scclip_cli.model.text_embeddings import vocabulary_class_names
 
-    start = time.perf_counter()
-    loaded = Segmenter.load(
-        vocab, protocol=resolve_protocol(preset, protocol, **overrides), **load_options
-    )
-    return loaded, time.perf_counter() - start
+    if isinstance(vocab, os.PathLike):
+        vocab = Path(vocab)
+    return vocabulary_class_names(vocab)
+
+
+def _check_class_names(loaded: tuple[str, ...] | None, class_names: tuple[str, ...]) -> None:
+    """The model holders loaded the vocabulary's classes (on Ray: the same file on every node)."""
+    if loaded is not None and loaded != class_names:
+        raise VocabularyError(
+            f"the model loaded {len(loaded)} classes, the vocabulary has {len(class_names)}; "
+            "is the same vocabulary file visible to every node?"
+        )

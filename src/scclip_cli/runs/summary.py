@@ -43,8 +43,6 @@ VERSIONED_PACKAGES = (
 SUMMARY_NAME = "summary"
 FAILURES_NAME = "failures"
 LEGEND_NAMES = ("legend.json", "legend.png")
-TIMING_KEYS = ("timing", "started_at", "finished_at")
-"""Top-level keys of ``summary.json`` that differ between otherwise identical runs."""
 
 
 def package_versions() -> dict[str, str | None]:
