@@ -327,8 +327,8 @@ def test_sigterm_stops_cleanly_and_records_the_interrupted_run(tmp_path: Path, v
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     err = stderr.decode()
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    assert proc.returncode == 143, err  # 128 + SIGTERM, after the same shutdown as Ctrl-C
+    assert "terminated" in err and "Traceback" not in err
 
     summary = read_json(out / "summary.json")
     assert summary["status"] == "interrupted"
@@ -338,4 +338,31 @@ def test_sigterm_stops_cleanly_and_records_the_interrupted_run(tmp_path: Path, v
     for record in written:  # every image marked complete is whole
         assert record.with_suffix(".png").is_file()
         assert record.with_name(record.stem + "_overlay.jpg").is_file()
+    assert [p for p in out.rglob("*") if p.name.startswith(".")] == []
+
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_folder_stops_at_once_naming_the_first(
+    tmp_path: Path, vocab: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    imgs = tmp_path / "imgs"
+    make_photos(imgs, 16, size=(96, 128))
+    out = tmp_path / "out"
+    common = ["--vocab", vocab, *TINY, "--short-side", "96", "--crop", "64", "--stride", "32"]
+    first = start_segment(imgs, out, *common, "-q")
+    try:
+        assert first.poll() is None, "the first run ended too early"
+        before = {p: p.stat().st_mtime_ns for p in out.rglob("p*.json")}
+        assert segment_cli(imgs, "--out", out, *common, "-q") == 2
+        err = capsys.readouterr().err
+        assert f"process {first.pid}" in err and "another scclip run" in err
+        # the second run wrote nothing: every image the first one finished is untouched
+        assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+        # a shard of the same folder overlaps the unsharded run too
+        assert segment_cli(imgs, "--out", out, *common, "-q", "--shard", "1/2") == 2
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 143
+    assert segment_cli(imgs, "--out", out, *common, "-q") == 0  # the lock went with the run
     assert [p for p in out.rglob("*") if p.name.startswith(".")] == []

@@ -20,18 +20,29 @@ import pytest
 from PIL import Image
 
 from scclip_cli.cli.app import main
+from scclip_cli.cli.options import engine_from_options
 from scclip_cli.errors import UsageError
-from scclip_cli.runs.ray_engine import CONTROL_GROUP, RayOptions, import_ray, ray_options_from_cli
+from scclip_cli.predict.model_options import ModelOptions
+from scclip_cli.runs.ray_engine import (
+    CONTROL_GROUP,
+    DEFAULT_IMAGES_PER_TASK,
+    RayEngine,
+    RayOptions,
+    WorkerPool,
+    WorkerResources,
+    import_ray,
+    plan_batches,
+)
 from support.torch_threads import torch_threads
 
-TINY: dict[str, Any] = {"model": "scclip-tiny", "pretrained": "random:7", "device": "cpu"}
+TINY_CLI: dict[str, Any] = {"model": "scclip-tiny", "pretrained": "random:7", "device": "cpu"}
+TINY = ModelOptions("scclip-tiny", pretrained="random:7", device="cpu", batch_size=1)
+"""The tiny model, one crop per forward pass. Byte-equal outputs need the same arithmetic on both
+engines: the same batches (Ray groups images by task, so one crop per batch) and the same number of
+torch threads (a worker has one per CPU reserved, one here; see ``torch_threads``), since both
+change the order in which matrix products sum, hence their last float bits."""
 WINDOWS: dict[str, Any] = {"short_side": 32, "crop": 32, "stride": 16}
 """Small windows: the tiny model takes milliseconds per image, so Ray's start-up dominates."""
-FAST: dict[str, Any] = {**WINDOWS, "batch_size": 1}
-"""...and one crop per forward pass. Byte-equal outputs need the same arithmetic on both engines:
-the same batches (Ray groups images by task, so one crop per batch) and the same number of torch
-threads (a worker has one per CPU reserved, one here; see ``torch_threads``), since both change
-the order in which matrix products sum, hence their last float bits."""
 CLASSES = "background\ncat, kitten\ndog\ngrass\n"
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -77,7 +88,7 @@ def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     vocab.write_text(CLASSES, encoding="utf-8")
     local = root / "local"
     with torch_threads(1):
-        summary = segment([images], vocab, local, quiet=True, overlay=True, **TINY, **FAST)
+        summary = segment([images], vocab, local, quiet=True, overlay=True, model=TINY, **WINDOWS)
     assert (summary.done, summary.failed) == (len(zoo.sizes), len(zoo.failing))
     return {"zoo": zoo, "images": images, "vocab": vocab, "local": local}
 
@@ -115,20 +126,18 @@ def comparable_summary(path: Path) -> dict[str, Any]:
     return data
 
 
-def segment_on_ray(zoo_run: dict[str, Any], out: Path, **options: Any) -> Any:
-    from scclip_cli.runs.ray_engine import segment_on_ray
+def segment_on_ray(zoo_run: dict[str, Any], out: Path, **ray: Any) -> Any:
+    from scclip_cli.runs.segment import segment
 
-    ray_options = RayOptions(workers=2, images_per_task=2, **options.pop("ray", {}))
-    return segment_on_ray(
+    return segment(
         [zoo_run["images"]],
         zoo_run["vocab"],
         out,
-        ray_options=ray_options,
+        engine=RayOptions(workers=2, images_per_task=2, **ray),
         quiet=True,
         overlay=True,
-        **TINY,
-        **FAST,
-        **options,
+        model=TINY,
+        **WINDOWS,
     )
 
 
@@ -136,13 +145,13 @@ def segment_on_ray(zoo_run: dict[str, Any], out: Path, **options: Any) -> Any:
 
 
 def test_engine_options_are_checked() -> None:
-    assert ray_options_from_cli("local") is None
-    options = ray_options_from_cli("ray", workers=3, gpus_per_worker=0.5)
+    assert engine_from_options("local") == "local"
+    options = engine_from_options("ray", workers=3, gpus_per_worker=0.5)
     assert options == RayOptions(workers=3, gpus_per_worker=0.5, cpus_per_worker=1.0)
     with pytest.raises(UsageError, match="--workers, --gpus-per-worker need --engine ray"):
-        ray_options_from_cli("local", workers=2, gpus_per_worker=1)
+        engine_from_options("local", workers=2, gpus_per_worker=1)
     with pytest.raises(UsageError, match="--engine must be one of local, ray"):
-        ray_options_from_cli("spark")
+        engine_from_options("spark")
     for bad in ({"workers": 0}, {"gpus_per_worker": -1}, {"gpus_per_worker": 1.5}):
         with pytest.raises(UsageError):
             RayOptions(**bad)
@@ -174,7 +183,6 @@ def test_a_rerun_with_every_image_complete_starts_no_ray_session(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     pytest.importorskip("ray")
-    from scclip_cli.runs import ray_engine
     from scclip_cli.runs.segment import segment
 
     for i in range(2):
@@ -182,19 +190,21 @@ def test_a_rerun_with_every_image_complete_starts_no_ray_session(
     vocab = tmp_path / "classes.txt"
     vocab.write_text(CLASSES, encoding="utf-8")
     out = tmp_path / "out"
-    segment([tmp_path], vocab, out, quiet=True, **TINY, **FAST)
+    segment([tmp_path], vocab, out, quiet=True, model=TINY, **WINDOWS)
 
     def no_session(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a Ray session was started")
 
-    monkeypatch.setattr(ray_engine, "_ray_session", no_session)
-    summary = ray_engine.segment_on_ray([tmp_path], vocab, out, quiet=True, **TINY, **FAST)
+    monkeypatch.setattr(RayEngine, "session", no_session)
+    summary = segment(
+        [tmp_path], vocab, out, quiet=True, model=TINY, engine=RayOptions(), **WINDOWS
+    )
     assert (summary.done, summary.skipped, summary.failed) == (0, 2, 0)
     assert read_json(out / "summary.json")["config"]["loaded"] is False
 
 
 class FakeCluster:
-    """What :func:`_plan_batches` asks Ray: the cluster's resources."""
+    """What :func:`plan_batches` asks Ray: the cluster's resources."""
 
     def __init__(self, **resources: float) -> None:
         self.resources = resources
@@ -204,34 +214,30 @@ class FakeCluster:
 
 
 def test_workers_and_batches_follow_the_cluster() -> None:
-    from scclip_cli.runs.ray_engine import DEFAULT_IMAGES_PER_TASK, _plan_batches
-
     gpus = FakeCluster(CPU=64, GPU=8)
-    resources, batches = _plan_batches(
-        gpus, RayOptions(), list(range(10_000)), 32, needs_model=True
-    )
+    resources, batches = plan_batches(gpus, RayOptions(), list(range(10_000)), 32, needs_model=True)
     assert (resources.workers, resources.gpus, resources.cpus) == (8, 1.0, 1.0)  # one per GPU
     assert [len(b) for b in batches[:2]] == [DEFAULT_IMAGES_PER_TASK] * 2
     assert [i for batch in batches for i in batch] == list(range(10_000))  # in order, once
-    resources, _ = _plan_batches(
+    resources, _ = plan_batches(
         gpus, RayOptions(gpus_per_worker=0.5), list(range(10_000)), 32, needs_model=True
     )
     assert resources.workers == 16
     # few images: smaller batches, so that every worker gets some
-    resources, batches = _plan_batches(gpus, RayOptions(), list(range(40)), 32, needs_model=True)
+    resources, batches = plan_batches(gpus, RayOptions(), list(range(40)), 32, needs_model=True)
     assert resources.workers == 8 and len(batches) == 14
     # no model (scoring saved masks): no GPU
-    resources, _ = _plan_batches(gpus, RayOptions(), list(range(40)), 8, needs_model=False)
+    resources, _ = plan_batches(gpus, RayOptions(), list(range(40)), 8, needs_model=False)
     assert (resources.workers, resources.gpus) == (20, 0.0)
 
     cpus = FakeCluster(CPU=6)
-    resources, _ = _plan_batches(
+    resources, _ = plan_batches(
         cpus, RayOptions(cpus_per_worker=2), list(range(99)), 32, needs_model=True
     )
     assert (resources.workers, resources.gpus) == (3, 0.0)
     with pytest.raises(UsageError, match="has 0 GPU"):
-        _plan_batches(cpus, RayOptions(gpus_per_worker=1), [1], 32, needs_model=True)
-    resources, batches = _plan_batches(cpus, RayOptions(workers=4), [], 32, needs_model=True)
+        plan_batches(cpus, RayOptions(gpus_per_worker=1), [1], 32, needs_model=True)
+    resources, batches = plan_batches(cpus, RayOptions(workers=4), [], 32, needs_model=True)
     assert (resources.workers, batches) == (1, [])  # nothing to do: one worker describes the model
 
 
@@ -273,7 +279,8 @@ def test_segment_on_ray_writes_what_the_local_engine_writes(
     # a rerun through the CLI finds everything done; stdout carries only the --jsonl lines
     capsys.readouterr()
     args = [zoo_run["images"], "--vocab", zoo_run["vocab"], "--out", out, "--overlay", "-q"]
-    args += ["--engine", "ray", "--workers", "2", "--jsonl", *cli_options(TINY | FAST)]
+    args += ["--engine", "ray", "--workers", "2", "--jsonl", *cli_options(TINY_CLI | WINDOWS)]
+    args += ["--batch-size", "1"]
     assert main(["segment", *map(str, args)]) == 1  # the unreadable files fail again
     lines = []
     for text in capsys.readouterr().out.splitlines():
@@ -343,21 +350,19 @@ def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
 
 def test_an_item_that_kills_its_worker_every_time_is_lost_alone(ray_instance: Any) -> None:
     """Batches whose worker died on every attempt are split; only the culprit is lost."""
-    from scclip_cli.runs.ray_engine import _Resources, _WorkerPool
-
     ray = ray_instance
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    pool = _WorkerPool(
+    pool = WorkerPool(
         ray,
         SuicidalWorker,
-        _Resources(workers=2, gpus=0.0, cpus=1.0),
+        WorkerResources(workers=2, gpus=0.0, cpus=1.0),
         RayOptions(max_task_retries=1),
         init_args=(),
     )
     results: list[str] = []
     lost: list[str] = []
     try:
-        pool.wait_first_ready(reporter=None)
+        pool.wait_first_ready(None)
         pool.dispatch(
             [["a", "b"], ["c", "poison", "d"], ["e"]],
             method="work",
@@ -433,21 +438,19 @@ def test_eval_on_ray_equals_local_eval_exactly(
     ray_instance: Any, eval_folders: dict[str, Path], tmp_path: Path
 ) -> None:
     from scclip_cli.runs.evaluate import evaluate
-    from scclip_cli.runs.ray_engine import evaluate_on_ray
 
     common = {
         "images_dir": eval_folders["images"],
         "gt_dir": eval_folders["gt"],
         "vocab": eval_folders["vocab"],
         "protocol_overrides": dict(WINDOWS),
-        "batch_size": 1,
         "progress": False,
-        **TINY,
+        "model": TINY,
     }
     with torch_threads(1):
         local = evaluate(save_pred=tmp_path / "local_pred", **common)
-    on_ray = evaluate_on_ray(
-        ray_options=RayOptions(workers=2, images_per_task=2),
+    on_ray = evaluate(
+        engine=RayOptions(workers=2, images_per_task=2),
         save_pred=tmp_path / "ray_pred",
         quiet=True,
         **common,

@@ -1,0 +1,187 @@
+"""The bookkeeping of a segment run, engine aside: the plan, what is already complete, the counts,
+``summary.json``, ``failures.jsonl`` and the ``--jsonl`` lines, as any engine reports images."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from scclip_cli.errors import InputError, UsageError
+from scclip_cli.files.image_record import ImageRecord
+from scclip_cli.runs.bookkeeping import (
+    Reporter,
+    RunPlan,
+    SegmentRun,
+    plan_run,
+    read_legend_classes,
+    rerun_without_model,
+)
+from scclip_cli.runs.inputs import Job
+from scclip_cli.runs.summary import Failure
+
+CLASSES = ("background", "cat", "dog")
+
+
+def make_images(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"im{i}.png"
+        Image.new("RGB", (4 + i, 3), (10 * i, 0, 0)).save(path)
+        paths.append(path)
+    return paths
+
+
+def plan(inputs: list[Any], out: Path, **options: Any) -> RunPlan:
+    defaults: dict[str, Any] = {
+        "overlay": False,
+        "overwrite": False,
+        "shard": None,
+        "preset": None,
+        "read_workers": None,
+        "stdin": None,
+    }
+    return plan_run(inputs, out, **(defaults | options))
+
+
+def record_for(job: Job) -> ImageRecord:
+    width = 4 + job.order
+    classes = ({"index": 1, "name": "cat", "pixels": width * 3, "fraction": 1.0,
+                "mean_confidence": 0.5},)  # fmt: skip
+    return ImageRecord(str(job.image.path), width, 3, classes)
+
+
+def complete(job: Job) -> None:
+    """What an engine leaves for a finished image: its mask, then its JSON."""
+    job.outputs.mask.parent.mkdir(parents=True, exist_ok=True)
+    job.outputs.mask.write_bytes(b"mask")
+    record_for(job).write(job.outputs.json)
+
+
+def open_run(p: RunPlan, **options: Any) -> SegmentRun:
+    legend = read_legend_classes(p.out)
+    return SegmentRun.open(p, CLASSES, legend, reporter=Reporter(True), **options)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_the_plan_is_checked_before_anything_is_written(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 5)
+    with pytest.raises(UsageError, match="read_workers"):
+        plan([tmp_path / "imgs"], tmp_path / "out", read_workers=0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a folder"):
+        plan([tmp_path / "imgs"], tmp_path / "file")
+    p = plan([tmp_path / "imgs"], tmp_path / "out", shard="2/2", overlay=True)
+    assert [i.path.name for i in p.images] == ["im1.png", "im3.png"]
+    config = p.run_config({"model": "m"}, engine={"name": "ray"})
+    assert config["model"] == "m"
+    assert config["run"]["shard"] == "2/2" and config["run"]["overlay"] is True
+    assert config["run"]["engine"] == {"name": "ray"}
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_counts_skips_reports_and_writes_its_files(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 4)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    first = open_run(p)
+    complete(first.jobs[1])  # a previous run finished one image
+    lines = io.StringIO()
+    run = open_run(p, jsonl_stream=lines)
+    assert [job.order for job in run.todo] == [0, 2, 3]
+    skipped = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert skipped == [run.jobs[1].jsonl_line(record_for(run.jobs[1]), "skipped")]
+    assert (p.out / "legend.json").is_file()
+
+    run.start({"model": "fake"}, load_seconds=1.5, show_progress=False)
+    assert read_json(p.out / "summary.json")["status"] == "running"
+    with run.segmenting():
+        for job in (run.jobs[3], run.jobs[0]):  # engines report in any order
+            complete(job)
+            run.image_done(job, record_for(job))
+        run.image_failed(Failure(str(run.jobs[2].image.path), "broken", "read", 2))
+        run.waited(read=0.25, write=0.5)
+        # failures are on disk as they happen
+        assert read_json(p.out / "failures.jsonl")["reason"] == "broken"
+
+    summary = read_json(p.out / "summary.json")
+    assert summary["status"] == "finished"
+    assert summary["counts"] == {"images": 4, "done": 2, "skipped": 1, "failed": 1}
+    assert summary["config"]["model"] == "fake"
+    assert summary["timing"]["load_seconds"] == 1.5
+    assert summary["timing"]["read_wait_seconds"] == 0.25
+    # totals cover done and skipped images: widths 4, 5 and 7, three rows each
+    assert summary["classes"][0]["pixels"] == (4 + 5 + 7) * 3
+    assert run.summary.exit_code == 1
+    done = [json.loads(line) for line in lines.getvalue().splitlines()[1:]]
+    assert [(d["status"], Path(d["path"]).name) for d in done] == [
+        ("done", "im3.png"),
+        ("done", "im0.png"),
+    ]
+    failures = (p.out / "failures.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(f)["stage"] for f in failures] == ["read"]
+
+
+def test_an_interrupted_or_failing_run_records_it_and_the_error_goes_on(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 2)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    run = open_run(p)
+    run.start({}, load_seconds=0.0, show_progress=False)
+    with pytest.raises(KeyboardInterrupt), run.segmenting():
+        run.image_done(run.jobs[0], record_for(run.jobs[0]))
+        raise KeyboardInterrupt
+    summary = read_json(p.out / "summary.json")
+    assert (summary["status"], summary["counts"]["done"]) == ("interrupted", 1)
+
+    run = open_run(p)
+    run.start({}, load_seconds=0.0, show_progress=False)
+    with pytest.raises(RuntimeError), run.segmenting():
+        raise RuntimeError("a bug in the engine")
+    summary = read_json(p.out / "summary.json")
+    assert summary["status"] == "error"
+    assert summary["error"] == "RuntimeError: a bug in the engine"
+
+
+def test_a_folder_of_another_vocabulary_needs_overwrite(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 1)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    open_run(p)
+    assert read_legend_classes(p.out) == CLASSES
+    other = ("sky", "sea")
+    with pytest.raises(UsageError, match="another vocabulary"):
+        SegmentRun.open(p, other, CLASSES, reporter=Reporter(True))
+    redo = plan([tmp_path / "imgs"], tmp_path / "out", overwrite=True)
+    SegmentRun.open(redo, other, CLASSES, reporter=Reporter(True))
+    assert read_legend_classes(p.out) == other
+
+
+def test_a_rerun_with_everything_complete_needs_no_model(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 3)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    run = open_run(p)
+    for job in run.jobs[:2]:
+        complete(job)
+
+    def rerun() -> Any:
+        return rerun_without_model(
+            p, CLASSES, read_legend_classes(p.out), model="m", pretrained="w",
+            reporter=Reporter(True),
+        )  # fmt: skip
+
+    assert rerun() is None  # one image left: the model is needed
+    complete(run.jobs[2])
+    summary = rerun()
+    assert (summary.done, summary.skipped, summary.failed) == (0, 3, 0)
+    config = read_json(p.out / "summary.json")["config"]
+    assert (config["loaded"], config["model"], config["class_names"]) == (False, "m", list(CLASSES))
+    with pytest.raises(UsageError, match="another vocabulary"):
+        rerun_without_model(
+            p, ("sky",), CLASSES, model="m", pretrained="w", reporter=Reporter(True)
+        )
