@@ -15,7 +15,9 @@ __version__ = "0.1.0"
 __all__ = [
     "CalibrationConfig",
     "MethodConfig",
+    "ModelOptions",
     "ProtocolConfig",
+    "RayOptions",
     "ScclipError",
     "Segmentation",
     "Segmenter",
@@ -27,7 +29,9 @@ __all__ = [
 if TYPE_CHECKING:
     from scclip_cli.config import CalibrationConfig, MethodConfig, ProtocolConfig
     from scclip_cli.errors import ScclipError
+    from scclip_cli.predict.model_options import ModelOptions
     from scclip_cli.predict.segmenter import Segmentation, Segmenter
+    from scclip_cli.runs.ray_engine import RayOptions
     from scclip_cli.runs.evaluate import evaluate
     from scclip_cli.runs.segment import segment
 
@@ -35,6 +39,8 @@ _LAZY = {
     "CalibrationConfig": "scclip_cli.config",
     "MethodConfig": "scclip_cli.config",
     "ProtocolConfig": "scclip_cli.config",
+    "ModelOptions": "scclip_cli.predict.model_options",
+    "RayOptions": "scclip_cli.runs.ray_engine",
     "ScclipError": "scclip_cli.errors",
     "Segmentation": "scclip_cli.predict.segmenter",
     "Segmenter": "scclip_cli.predict.segmenter",

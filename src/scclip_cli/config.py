@@ -321,6 +321,12 @@ _SC_CLIP_ONLY = frozenset(
 """MethodConfig fields that change only the ``sc-clip`` path; setting them for a baseline is an error."""
 
 
+def protocol_overrides(**given: object) -> dict[str, object]:
+    """The protocol fields given explicitly (``None`` means "not given"), for
+    :func:`resolve_protocol`."""
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def resolve_protocol(
     preset: str | None = None, protocol: ProtocolConfig | None = None, **overrides: object
 ) -> ProtocolConfig:

@@ -27,6 +27,7 @@ from scclip_cli.config import (
     CalibrationConfig,
     MethodConfig,
     ProtocolConfig,
+    protocol_overrides,
 )
 from scclip_cli.errors import ConfigError, UsageError
 from scclip_cli.predict.model_options import ModelOptions
@@ -235,27 +236,6 @@ CpusPerWorkerOpt = Annotated[
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
-
-
-def protocol_overrides(
-    *,
-    short_side: int | None = None,
-    crop: int | None = None,
-    stride: int | None = None,
-    logit_scale: float | None = None,
-    prob_threshold: float | None = None,
-    area_threshold: float | None = None,
-) -> dict[str, object]:
-    """The protocol fields the user set explicitly (options left at ``None`` are not included)."""
-    given = {
-        "short_side": short_side,
-        "crop": crop,
-        "stride": stride,
-        "logit_scale": logit_scale,
-        "prob_threshold": prob_threshold,
-        "area_threshold": area_threshold,
-    }
-    return {k: v for k, v in given.items() if v is not None}
 
 
 # ---------------------------------------------------------------------------- method switches

@@ -134,11 +134,6 @@ def plan_run(
     return plan
 
 
-def protocol_overrides(**given: object) -> dict[str, object]:
-    """The protocol values given explicitly (``None`` means "not given")."""
-    return {name: value for name, value in given.items() if value is not None}
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 

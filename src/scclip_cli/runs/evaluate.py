@@ -372,85 +372,139 @@ def plan_evaluation(
             "--dataset without --pred"
         )
 
-    config: dict[str, Any] = {}
-    run_info: dict[str, Any] = {}
-    # -- which samples, and the dataset's conventions
     if dataset is not None:
-        from scclip_cli.files.datasets import benchmark_vocab_path, find_dataset
-
         assert data_root is not None
-        found = find_dataset(dataset, data_root, limit=limit)
-        bench = found.layout.preset
-        samples = [
-            EvalSample(s.key, gt=s.label, image=s.image, pred=_dataset_pred(pred_dir, s.key))
-            for s in found.samples
-        ]
-        if pred_dir is not None:
-            _check_pred_files(samples)
-        if vocab is None:
-            vocab = benchmark_vocab_path(dataset)
-        if reduce_zero_label is None:
-            reduce_zero_label = bench.reduce_zero_label
-        if num_classes is not None and num_classes != bench.num_classes:
-            raise ConfigError(f"{dataset} has {bench.num_classes} classes, not {num_classes}")
-        num_classes = bench.num_classes
-        preset = preset or dataset
-        config.update(dataset=dataset, total_samples=found.total)
-        run_info.update(data_root=str(found.root))
+        found = _dataset_samples(dataset, data_root, pred_dir, limit=limit)
+        found.settle(vocab, reduce_zero_label, num_classes, preset)
     else:
         assert gt_dir is not None
-        if images_dir is not None:
-            samples = pair_images(images_dir, gt_dir, gt_suffix=gt_suffix)
-            run_info.update(images=str(images_dir))
-        else:
-            assert pred_dir is not None
-            samples = pair_predictions(
-                pred_dir, gt_dir, gt_suffix=gt_suffix, pred_suffix=pred_suffix
-            )
-        if limit is not None:
-            samples = samples[:limit]
-        run_info.update(gt=str(gt_dir))
-        config.update(gt_suffix=gt_suffix or None, pred_suffix=pred_suffix or None)
+        found = _folder_samples(gt_dir, pred_dir, images_dir, gt_suffix, pred_suffix, limit)
+        found.settle(vocab, reduce_zero_label, num_classes, preset)
     if pred_dir is not None:
-        run_info.update(pred=str(pred_dir))
-    if preset is not None:
-        protocol_preset(preset)  # an unknown preset fails here, before any model loads
-
-    # -- classes
-    class_names: tuple[str, ...] | None = None
-    if vocab is not None and not (uses_images and classes_from_model):
-        class_names = vocab_class_names(vocab)
-    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
-        raise ConfigError(
-            f"vocabulary {vocab} has {len(class_names)} classes but {num_classes} are expected"
-        )
-    if vocab is not None:
-        run_info.update(vocab=str(vocab))
+        found.run_info.update(pred=str(pred_dir))
+    if found.preset is not None:
+        protocol_preset(found.preset)  # an unknown preset fails here, before any model loads
+    class_names = _plan_classes(found, read_vocab=not (uses_images and classes_from_model))
     if save_pred is not None:
-        run_info.update(save_pred=str(save_pred))
-
-    config.update(
-        reduce_zero_label=bool(reduce_zero_label),
+        found.run_info.update(save_pred=str(save_pred))
+    samples = found.samples
+    found.config.update(
+        reduce_zero_label=bool(found.reduce_zero_label),
         limit=limit,
         num_samples=len(samples),
         samples_digest=_digest(samples),
     )
     selected = samples if shard_ is None else samples[shard_[0] - 1 :: shard_[1]]
-    # -- cheap checks before any model is loaded
-    check_headers(selected, use_images=uses_images)
+    check_headers(selected, use_images=uses_images)  # cheap, before any model is loaded
     return EvalPlan(
         samples=samples,
         selected=selected,
         uses_images=uses_images,
-        reduce_zero_label=bool(reduce_zero_label),
-        vocab=vocab,
-        num_classes=num_classes,
+        reduce_zero_label=bool(found.reduce_zero_label),
+        vocab=found.vocab,
+        num_classes=found.num_classes,
         class_names=class_names,
-        preset=preset,
+        preset=found.preset,
         shard=shard_,
-        config=config,
-        run_info=run_info,
+        config=found.config,
+        run_info=found.run_info,
     )
+
+
+@dataclass
+class _Found:
+    """The samples of a plan and the conventions that come with them (a dataset's, or none)."""
+
+    samples: list[EvalSample]
+    config: dict[str, Any]
+    run_info: dict[str, Any]
+    vocab: str | Path | None = None
+    reduce_zero_label: bool | None = None
+    num_classes: int | None = None
+    preset: str | None = None
+    dataset: str | None = None
+
+    def settle(
+        self,
+        vocab: str | Path | None,
+        reduce_zero_label: bool | None,
+        num_classes: int | None,
+        preset: str | None,
+    ) -> None:
+        """The values given win over the dataset's; a class count that contradicts it fails."""
+        if (
+            num_classes is not None
+            and self.num_classes is not None
+            and num_classes != self.num_classes
+        ):
+            raise ConfigError(f"{self.dataset} has {self.num_classes} classes, not {num_classes}")
+        self.vocab = vocab if vocab is not None else self.vocab
+        if reduce_zero_label is not None:
+            self.reduce_zero_label = reduce_zero_label
+        self.num_classes = self.num_classes if self.num_classes is not None else num_classes
+        self.preset = preset or self.preset
+
+
+def _dataset_samples(
+    dataset: str, data_root: str | Path, pred_dir: str | Path | None, *, limit: int | None
+) -> _Found:
+    """A benchmark's samples (scored from ``pred_dir`` when given) and its conventions."""
+    from scclip_cli.files.datasets import benchmark_vocab_path, find_dataset
+
+    found = find_dataset(dataset, data_root, limit=limit)
+    bench = found.layout.preset
+    samples = [
+        EvalSample(s.key, gt=s.label, image=s.image, pred=_dataset_pred(pred_dir, s.key))
+        for s in found.samples
+    ]
+    if pred_dir is not None:
+        _check_pred_files(samples)
+    return _Found(
+        samples,
+        config={"dataset": dataset, "total_samples": found.total},
+        run_info={"data_root": str(found.root)},
+        vocab=benchmark_vocab_path(dataset),
+        reduce_zero_label=bench.reduce_zero_label,
+        num_classes=bench.num_classes,
+        preset=dataset,
+        dataset=dataset,
+    )
+
+
+def _folder_samples(
+    gt_dir: str | Path,
+    pred_dir: str | Path | None,
+    images_dir: str | Path | None,
+    gt_suffix: str,
+    pred_suffix: str,
+    limit: int | None,
+) -> _Found:
+    """Images or predictions paired with the ground truth, the first ``limit`` of them."""
+    run_info: dict[str, Any] = {}
+    if images_dir is not None:
+        samples = pair_images(images_dir, gt_dir, gt_suffix=gt_suffix)
+        run_info.update(images=str(images_dir))
+    else:
+        assert pred_dir is not None
+        samples = pair_predictions(pred_dir, gt_dir, gt_suffix=gt_suffix, pred_suffix=pred_suffix)
+    if limit is not None:
+        samples = samples[:limit]
+    run_info.update(gt=str(gt_dir))
+    config = {"gt_suffix": gt_suffix or None, "pred_suffix": pred_suffix or None}
+    return _Found(samples, config=config, run_info=run_info)
+
+
+def _plan_classes(found: _Found, *, read_vocab: bool) -> tuple[str, ...] | None:
+    """The class names of the vocabulary (when ``read_vocab``), checked against the count."""
+    vocab, num_classes = found.vocab, found.num_classes
+    class_names = vocab_class_names(vocab) if vocab is not None and read_vocab else None
+    if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+        raise ConfigError(
+            f"vocabulary {vocab} has {len(class_names)} classes but {num_classes} are expected"
+        )
+    if vocab is not None:
+        found.run_info.update(vocab=str(vocab))
+    return class_names
 
 
 def merge_results(paths: Sequence[str | Path]) -> EvaluationResult:

@@ -80,11 +80,8 @@ def _read_owner(path: Path) -> LockOwner | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         shard = data.get("shard")
-        return LockOwner(
-            int(data["pid"]),
-            str(data["host"]),
-            tuple(shard) if shard else None,  # type: ignore[arg-type]
-        )
+        index_count = (int(shard[0]), int(shard[1])) if shard else None
+        return LockOwner(int(data["pid"]), str(data["host"]), index_count)
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -42,52 +42,6 @@ Predict = Callable[[Sequence[EvalSample]], Iterable[tuple[str, np.ndarray]]]
 """A segmentation source: given the samples, yields ``(key, labels [H, W] int)`` in their order."""
 
 
-def score_samples(
-    samples: Sequence[EvalSample],
-    confusion: ConfusionMatrix,
-    *,
-    predictions: Iterable[tuple[str, np.ndarray]] | None = None,
-    reduce_zero_label: bool = False,
-    progress: bool = False,
-    fail_fast: bool = False,
-) -> None:
-    """Stream the samples through ``confusion``, one pair in memory at a time.
-
-    Args:
-        samples: what to score, in order.
-        confusion: accumulates the scored pixels.
-        predictions: ``(key, labels [H, W] int)`` in the order of ``samples``; ``None`` reads each
-            sample's ``pred`` file.
-        reduce_zero_label: apply :func:`scclip_cli.maps.metrics.reduce_zero_label` to the ground truth.
-        progress: show a progress bar on stderr.
-        fail_fast: raise at the first problem instead of collecting them all.
-
-    Raises:
-        EvaluationError: listing the problems found (unreadable files, sizes, values). When it is
-            raised, ``confusion`` holds an incomplete sum and must not be reported.
-    """
-    from tqdm import tqdm
-
-    with tqdm(
-        total=len(samples),
-        desc="eval",
-        unit="img",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    ) as bar:
-        problems = collect_problems(
-            samples,
-            confusion,
-            predictions=predictions,
-            reduce_zero_label=reduce_zero_label,
-            fail_fast=fail_fast,
-            on_scored=lambda: bar.update(1),
-        )
-    if problems:
-        raise EvaluationError(problem_text("problems", [text for _, text in problems]))
-
-
 def collect_problems(
     samples: Sequence[EvalSample],
     confusion: ConfusionMatrix,
@@ -97,10 +51,23 @@ def collect_problems(
     fail_fast: bool = False,
     on_scored: Callable[[], None] | None = None,
 ) -> list[tuple[int, str]]:
-    """:func:`score_samples` without raising: the problems found, as ``(index in samples,
-    text)``. Once a problem is found nothing more is added to ``confusion`` (it must then not be
-    reported); with ``fail_fast`` the pass stops there. ``on_scored`` is called after each
-    sample the pass goes through."""
+    """Stream the samples through ``confusion``, one pair in memory at a time.
+
+    Args:
+        samples: what to score, in order.
+        confusion: accumulates the scored pixels.
+        predictions: ``(key, labels [H, W] int)`` in the order of ``samples``; ``None`` reads each
+            sample's ``pred`` file.
+        reduce_zero_label: apply :func:`scclip_cli.maps.metrics.reduce_zero_label` to the ground
+            truth.
+        fail_fast: stop at the first problem instead of collecting them all.
+        on_scored: called after each sample the pass goes through.
+
+    Returns:
+        The problems found (unreadable files, sizes, values), as ``(index in samples, text)``.
+        Once a problem is found nothing more is added to ``confusion`` (it must then not be
+        reported).
+    """
     problems: list[tuple[int, str]] = []
     pred_iter: Iterator[tuple[str, np.ndarray]] | None = (
         iter(predictions) if predictions is not None else None

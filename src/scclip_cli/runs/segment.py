@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from scclip_cli.config import ProtocolConfig, resolve_protocol
+from scclip_cli.config import ProtocolConfig, protocol_overrides, resolve_protocol
 from scclip_cli.errors import UsageError, VocabularyError
 from scclip_cli.predict.model_options import ModelOptions
 from scclip_cli.runs.bookkeeping import (
@@ -38,7 +38,6 @@ from scclip_cli.runs.bookkeeping import (
     RunPlan,
     SegmentRun,
     plan_run,
-    protocol_overrides,
     read_legend_classes,
     rerun_without_model,
 )
