@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     import click
 
+    from scclip_cli.cli.signals import forget_sigterm, sigterm_received
+
     _register_commands()
+    forget_sigterm()
     try:
         result = app(args=argv, prog_name="scclip", standalone_mode=False)
     except (ScclipError, KeyboardInterrupt, click.exceptions.Abort) as err:
@@ -68,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.ClickException as err:
         err.show()
         return err.exit_code if err.exit_code else EXIT_USAGE
+    if result == EXIT_INTERRUPTED:  # Typer ends a KeyboardInterrupt with this exit code
+        return report_error(Terminated() if sigterm_received() else KeyboardInterrupt())
     return result if isinstance(result, int) else 0
 
 

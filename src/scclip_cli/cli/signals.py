@@ -10,6 +10,19 @@ from types import FrameType
 
 from scclip_cli.errors import Terminated
 
+_received = threading.Event()
+"""Set when SIGTERM arrived in :func:`sigterm_as_interrupt`: Typer turns every
+``KeyboardInterrupt`` into exit status 130, and the CLI makes it 143 from this."""
+
+
+def sigterm_received() -> bool:
+    """Whether SIGTERM stopped a command of this process (since :func:`forget_sigterm`)."""
+    return _received.is_set()
+
+
+def forget_sigterm() -> None:
+    _received.clear()
+
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
@@ -19,6 +32,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     (128 + SIGTERM) instead of Ctrl-C's 130."""
 
     def terminate(signum: int, frame: FrameType | None) -> None:
+        _received.set()
         raise Terminated
 
     if threading.current_thread() is not threading.main_thread():

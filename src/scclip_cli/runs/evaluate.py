@@ -243,7 +243,7 @@ def _pick_engine(
     if engine == "local":
         from scclip_cli.runs.local_engine import LocalEngine
 
-        return LocalEngine(segmenter=segmenter, predict=predict)
+        return LocalEngine(segmenter=segmenter, predict=predict, announce_load=False)
     from scclip_cli.runs.ray_engine import RayEngine, RayOptions
 
     if not isinstance(engine, RayOptions):

@@ -400,6 +400,7 @@ class LocalEngine:
         predict: (``eval``) an injected segmentation source (:data:`scclip_cli.runs.scoring.Predict`)
             instead of a segmenter.
         read_workers: decoding threads (default ``min(8, CPUs)``).
+        announce_load: say how long loading the model took (``segment`` does, ``eval`` does not).
     """
 
     name = "local"
@@ -410,8 +411,10 @@ class LocalEngine:
         segmenter: Segmenter | None = None,
         predict: Predict | None = None,
         read_workers: int | None = None,
+        announce_load: bool = True,
     ) -> None:
         self.segmenter = segmenter
+        self.announce_load = announce_load
         self.predict = predict
         self.read_workers = read_workers or min(DEFAULT_READ_WORKERS, os.cpu_count() or 1)
 
@@ -423,8 +426,9 @@ class LocalEngine:
             start = time.perf_counter()
             segmenter = spec.options.load(spec.vocab, spec.protocol)
             load_seconds = time.perf_counter() - start
-            options = spec.options
-            message(f"loaded {options.model} ({options.pretrained}) in {load_seconds:.1f} s")
+            if self.announce_load:
+                options = spec.options
+                message(f"loaded {options.model} ({options.pretrained}) in {load_seconds:.1f} s")
         yield LocalSession(segmenter, self.predict, load_seconds, self.read_workers)
 
 

@@ -5,9 +5,10 @@
     >>> options = RayOptions(address="auto", gpus_per_worker=0.5)   # two workers per GPU
     >>> summary = segment(["photos/"], "vocab/voc21.txt", "masks/", engine=options)
 
-:class:`RayEngine` is the engine (:mod:`scclip_cli.runs.engine`) that :func:`~scclip_cli.runs.segment.segment`
-and :func:`~scclip_cli.runs.evaluate.evaluate` use when given :class:`RayOptions`. Same outputs as a
-local run, same summary, same failures; only the timing differs::
+:class:`RayEngine` is the engine (:mod:`scclip_cli.runs.engine`) that
+:func:`~scclip_cli.runs.segment.segment` and :func:`~scclip_cli.runs.evaluate.evaluate` use when
+given :class:`RayOptions`. Same outputs as a local run, same summary, same failures; only the timing
+differs::
 
     driver (this process)                           Ray worker actors (one model each)
     ─────────────────────                           ──────────────────────────────────
@@ -44,7 +45,8 @@ blocks between stages with backpressure, is not needed when only paths and stati
 it costs pyarrow and pandas (about 250 MB installed) and its own progress bars and logs.
 
 Paths are used as given: every worker changes to the driver's working folder, so inputs and
-``--out`` must be visible at the same path on every node (a shared file system).
+``--out`` must be visible at the same path on every node (a shared file system). Joining a cluster
+by address that wants a token (Ray 2.60 and later) is explained by :func:`token_auth_hint`.
 """
 
 from __future__ import annotations

@@ -213,8 +213,6 @@ def _pick_engine(
     quiet: bool,
 ) -> Engine:
     """The engine ``engine`` names: ``"local"`` or Ray options (Ray must be installed)."""
-    if read_workers is not None and read_workers < 1:
-        raise UsageError(f"read_workers must be at least 1, got {read_workers}")
     if engine == "local":
         from scclip_cli.runs.local_engine import LocalEngine
 
