@@ -110,3 +110,16 @@ def test_joining_a_started_cluster_by_address(head_node: str, tmp_path: Path) ->
     summary = json.loads((tmp_path / "joined" / "summary.json").read_text(encoding="utf-8"))
     assert summary["counts"]["done"] == 2
     assert summary["config"]["run"]["engine"]["address"] == head_node
+
+
+def test_the_token_hint_is_given_only_where_it_helps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scclip_cli.runs.ray_engine import token_auth_hint
+
+    failed = ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    hint = token_auth_hint("10.0.0.1:6379", failed)
+    assert "RAY_AUTH_MODE=token" in hint and "RAY_AUTH_TOKEN" in hint and "every node" in hint
+    assert token_auth_hint("auto", failed) == ""  # Ray finds the local token itself
+    assert token_auth_hint(None, failed) == ""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert token_auth_hint("10.0.0.1:6379", failed) == ""  # already set: another problem
