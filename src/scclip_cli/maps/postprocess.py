@@ -72,15 +72,15 @@ TILE_ELEMENTS = 1 << 24
 """Upper bound on ``Q × tile pixels`` materialised at once on a GPU (64 MiB of float32)."""
 CPU_TILE_ELEMENTS = 1 << 20
 """The bound on the CPU (4 MiB of float32): small enough for a tile to stay in the CPU's caches,
-large enough that the per-operation overhead (and the wait for every OpenMP thread) stays small.
-Measured on 2 cores: 0.25 M to 4 M elements are within 10 % at 0.35 MP, 1 M is the fastest at
-12 MP."""
+large enough that the per-operation overhead (and the wait for every OpenMP thread) stays small;
+the optimum is broad (docs/performance.md)."""
 LOG2_E = math.log2(math.e)
-"""Logits are scaled by this too and exponentiated in base 2 (``torch.exp2`` takes about half the
-time of ``torch.exp`` on the CPU); ``softmax(x) = 2^(x·log2 e) / sum``."""
+"""Logits are scaled by this too and exponentiated in base 2 (``torch.exp2`` is cheaper than
+``torch.exp`` on the CPU); ``softmax(x) = 2^(x·log2 e) / sum``."""
 CHUNK_TILES = 2
 """Column-interpolated source rows kept at once: about this many tiles' worth (at least 2 rows).
-Parts take whole chunks, so small chunks balance them better (4 was no faster on one thread)."""
+Parts take whole chunks, so small chunks balance them better (larger chunks gained nothing on
+one thread)."""
 
 
 def default_tile_elements(device: torch.device) -> int:

@@ -71,8 +71,8 @@ class PreparedImage:
 GPU_BATCH_SIZE = 16
 """Crops per forward pass on a GPU by default."""
 CPU_BATCH_SIZE = 4
-"""Crops per forward pass on the CPU by default: larger batches were slower on our 2-core machine
-(48 ViT-B/16 crops: 13.6 s in batches of 4, 15.9 s in batches of 16, 16.2 s one at a time)."""
+"""Crops per forward pass on the CPU by default: larger batches were slower on a small CPU, whose
+caches a batch of 16 crops' activations overflows (docs/performance.md)."""
 
 
 def default_batch_size(device_type: str) -> int:
