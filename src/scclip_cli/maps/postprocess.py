@@ -291,18 +291,6 @@ class BilinearResizer:
                     yield slice(t0, t1), slice(c0, c1), values.view(t1 - t0, c1 - c0, c)
 
 
-def class_probabilities(
-    scores: torch.Tensor, query_class: torch.Tensor, num_classes: int, logit_scale: float
-) -> torch.Tensor:
-    """``[Q, ...]`` cosine scores → ``[K, ...]`` class probabilities (softmax over queries, max over synonyms)."""
-    probs = torch.softmax(scores * logit_scale, dim=0)
-    if num_classes == probs.shape[0]:
-        return probs
-    out = probs.new_zeros((num_classes, *probs.shape[1:]))
-    index = query_class.view(-1, *([1] * (probs.dim() - 1))).expand_as(probs)
-    return out.scatter_reduce_(0, index, probs, reduce="amax", include_self=True)
-
-
 @dataclass(frozen=True)
 class LabelMap:
     labels: torch.Tensor  # [H, W] int32
