@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CalibrationConfig",
     "MethodConfig",
@@ -50,6 +48,13 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read from the installed package's metadata when asked for
+        from importlib import metadata
+
+        try:
+            return metadata.version("scclip-cli")
+        except metadata.PackageNotFoundError:
+            return "unknown"
     if name in _LAZY:
         import importlib
 

@@ -244,14 +244,14 @@ class MethodConfig:
     """k of scikit-learn's LocalOutlierFactor when ``anomaly_detector == "sklearn-lof"``."""
     adaptive_anomaly_ratio: bool = False
     """Let each crop's share of anomaly tokens follow its complexity (spatial entropy and local
-    contrast of the penultimate tokens, :func:`scclip_cli.model.anomaly.crop_complexity`): from the
+    contrast of the penultimate tokens, :func:`scclip_cli.model.adaptive_ratio.crop_complexity`): from the
     calibration's ``anomaly_ratio`` for a flat crop up to ``max_anomaly_ratio``."""
     max_anomaly_ratio: float = 0.15
     """Share of anomaly tokens of a crop of complexity 1 with ``adaptive_anomaly_ratio``; must not
     be below the calibration's ``anomaly_ratio``."""
     boundary_aware_repair: bool = False
     """Repair an anomaly that sits on a semantic boundary from the neighbours on its own side only
-    (sides from the block-output ``post_similarity_layer``; :func:`scclip_cli.model.anomaly.boundary_sides`)."""
+    (sides from the block-output ``post_similarity_layer``; :func:`scclip_cli.model.boundary_repair.boundary_sides`)."""
     boundary_similarity: float = 0.4
     """An anomaly's neighbourhood is split in two sides when their mean cross cosine similarity (in
     the ``post_similarity_layer`` output) is below this; 0.4 is the reference's beta on that layer."""

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from scclip_cli.config import ProtocolConfig
-from scclip_cli.maps.postprocess import class_probabilities, labels_from_scores, upsample_scores
+from scclip_cli.maps.postprocess import labels_from_scores, upsample_scores
 
 
 def _reference(scores, h, w, query_class, k, p: ProtocolConfig):
@@ -90,13 +90,6 @@ def test_upsample_matches_torch_interpolate():
     for h, w in [(20, 31), (9, 14), (5, 7), (100, 3)]:
         expected = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         torch.testing.assert_close(upsample_scores(scores, h, w), expected, atol=5e-6, rtol=1e-5)
-
-
-def test_synonym_max():
-    scores = torch.tensor([[0.1], [0.3], [0.2]])[..., None]  # [Q=3, 1, 1]
-    probs = class_probabilities(scores, torch.tensor([0, 1, 1]), 2, 10.0)
-    q = torch.softmax(scores * 10, 0)
-    torch.testing.assert_close(probs[:, 0, 0], torch.stack([q[0, 0, 0], q[1:, 0, 0].max()]))
 
 
 def test_first_best_query_of_source_pixels_breaks_ties_by_the_first():

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from scclip_cli.cli import options
 from scclip_cli.config import CalibrationConfig, ConfigError, MethodConfig, ProtocolConfig
 from scclip_cli.maps import pamr
-from scclip_cli.model import anomaly
+from scclip_cli.model import adaptive_ratio, anomaly_detectors, anomaly_repair, boundary_repair
 from scclip_cli.model.dense_features import DenseFeatureExtractor
 
 CROP_H, CROP_W = 160, 128
@@ -185,9 +185,9 @@ def _planted(batch=2, n=196, c=32):
 @pytest.mark.parametrize("detector", ["lof", "sklearn-lof", "token-norm"])
 def test_every_detector_finds_planted_outliers(detector):
     x, planted = _planted()
-    scores = anomaly.anomaly_scores(x, detector, lof_neighbours=30, sklearn_neighbours=20)
+    scores = anomaly_detectors.anomaly_scores(x, detector, lof_neighbours=30, sklearn_neighbours=20)
     assert scores.shape == (2, 196) and scores.dtype == torch.float32
-    mask = anomaly.anomaly_mask(scores, 0.05)  # 0.95 quantile of 196 scores: the top 10
+    mask = anomaly_detectors.anomaly_mask(scores, 0.05)  # 0.95 quantile of 196 scores: the top 10
     for b, idx in planted.items():
         assert torch.where(mask[b])[0].tolist() == idx
 
@@ -198,7 +198,7 @@ def test_detectors_are_dispatched_by_the_extractor(tiny_clip, crops):
         _, trace = _extractor(tiny_clip, anomaly_detector=detector).features_and_trace(crops)
         patches = trace.penultimate_tokens
         torch.testing.assert_close(
-            trace.anomaly_scores, anomaly.anomaly_scores(patches, detector, 30, 20)
+            trace.anomaly_scores, anomaly_detectors.anomaly_scores(patches, detector, 30, 20)
         )
         traces[detector] = trace
     assert not torch.equal(traces["lof"].anomaly_scores, traces["token-norm"].anomaly_scores)
@@ -210,7 +210,7 @@ def test_unknown_detector_is_refused():
     with pytest.raises(ConfigError, match="unknown anomaly detector"):
         MethodConfig(anomaly_detector="iforest")
     with pytest.raises(ValueError, match="unknown anomaly detector"):
-        anomaly.anomaly_scores(torch.zeros(1, 4, 2), "iforest", 3, 3)
+        anomaly_detectors.anomaly_scores(torch.zeros(1, 4, 2), "iforest", 3, 3)
 
 
 # ---------------------------------------------------------------------------- adaptive ratio
@@ -218,26 +218,30 @@ def test_unknown_detector_is_refused():
 
 def test_complexity_of_constructed_grids():
     flat = torch.ones(2, 6, 5, 256)
-    assert anomaly.crop_complexity(flat).tolist() == pytest.approx([0.0, 0.0], abs=1e-5)
+    assert adaptive_ratio.crop_complexity(flat).tolist() == pytest.approx([0.0, 0.0], abs=1e-5)
     torch.testing.assert_close(
-        anomaly.adaptive_anomaly_ratio(flat, 0.05, 0.15), torch.full((2,), 0.05)
+        adaptive_ratio.adaptive_anomaly_ratio(flat, 0.05, 0.15), torch.full((2,), 0.05)
     )
     # two flat halves: few regions (low entropy term), contrast only along the boundary
     halves = torch.zeros(1, 6, 6, 256)
     halves[..., :3, 0] = 1.0
     halves[..., 3:, 1] = 1.0
-    assert anomaly.spatial_entropy(halves).item() == pytest.approx(
+    assert adaptive_ratio.spatial_entropy(halves).item() == pytest.approx(
         math.log(18) / math.log(36), abs=1e-4
     )
-    assert anomaly.local_contrast(halves).item() == pytest.approx(_halves_contrast(), abs=1e-5)
+    assert adaptive_ratio.local_contrast(halves).item() == pytest.approx(
+        _halves_contrast(), abs=1e-5
+    )
     # independent random tokens: every token unlike its neighbours and the rest
     noise = torch.randn(1, 6, 6, 256, generator=torch.Generator().manual_seed(0))
-    c_noise = anomaly.crop_complexity(noise).item()
+    c_noise = adaptive_ratio.crop_complexity(noise).item()
     assert c_noise > 0.85
-    ratios = anomaly.adaptive_anomaly_ratio(torch.cat([flat[:1], noise[:, :6, :5]]), 0.05, 0.15)
+    ratios = adaptive_ratio.adaptive_anomaly_ratio(
+        torch.cat([flat[:1], noise[:, :6, :5]]), 0.05, 0.15
+    )
     assert ratios[0] == pytest.approx(0.05, abs=1e-6) and 0.13 < ratios[1] <= 0.15
     with pytest.raises(ValueError, match="below base"):
-        anomaly.adaptive_anomaly_ratio(flat, 0.1, 0.05)
+        adaptive_ratio.adaptive_anomaly_ratio(flat, 0.1, 0.05)
 
 
 def _halves_contrast():
@@ -308,9 +312,9 @@ def _two_region_case():
 
 def test_boundary_anomaly_is_repaired_from_its_own_side():
     guide, features, anomalies = _two_region_case()
-    sides = anomaly.boundary_sides(guide, anomalies, threshold=0.4)
+    sides = boundary_repair.boundary_sides(guide, anomalies, threshold=0.4)
     assert sides.boundary.tolist() == [True, False]
-    out = anomaly.repair_with_sides(features, sides)[0]
+    out = boundary_repair.repair_with_sides(features, sides)[0]
     f = features[0]
     own_side = [(1, 1), (1, 2), (2, 1), (3, 1), (3, 2)]
     plain_ring = [*own_side, (1, 3), (2, 3), (3, 3)]
@@ -320,7 +324,7 @@ def test_boundary_anomaly_is_repaired_from_its_own_side():
     assert (out[2, 2] - plain_mean).abs().max() > 1e-2
     # an anomaly inside a region: the plain mean of its valid neighbours, as the reference
     torch.testing.assert_close(out[4, 0], torch.stack([f[3, 0], f[3, 1], f[4, 1]]).mean(0))
-    reference = anomaly.repair_anomalies(features, anomalies)[0]
+    reference = anomaly_repair.repair_anomalies(features, anomalies)[0]
     torch.testing.assert_close(out[4, 0], reference[4, 0])
     untouched = ~anomalies[0]
     assert torch.equal(out[untouched], f[untouched])
@@ -329,7 +333,9 @@ def test_boundary_anomaly_is_repaired_from_its_own_side():
 def test_anomaly_on_the_other_side_takes_the_other_side():
     guide, features, anomalies = _two_region_case()
     guide[0, 2, 2] = guide[0, 2, 3]  # the anomaly now belongs to region R in the guide
-    out = anomaly.repair_with_sides(features, anomaly.boundary_sides(guide, anomalies, 0.4))[0]
+    out = boundary_repair.repair_with_sides(
+        features, boundary_repair.boundary_sides(guide, anomalies, 0.4)
+    )[0]
     f = features[0]
     torch.testing.assert_close(out[2, 2], torch.stack([f[1, 3], f[2, 3], f[3, 3]]).mean(0))
 
@@ -339,14 +345,17 @@ def test_boundary_repair_without_a_boundary_is_the_plain_repair():
     features = torch.randn(2, 7, 5, 6, generator=g)
     guide = torch.randn(2, 7, 5, 4, generator=g)
     anomalies = torch.rand(2, 7, 5, generator=g) < 0.2
-    never = anomaly.boundary_sides(guide, anomalies, threshold=-1.0)  # cross similarity >= -1
+    never = boundary_repair.boundary_sides(
+        guide, anomalies, threshold=-1.0
+    )  # cross similarity >= -1
     assert not never.boundary.any()
     torch.testing.assert_close(
-        anomaly.repair_with_sides(features, never), anomaly.repair_anomalies(features, anomalies)
+        boundary_repair.repair_with_sides(features, never),
+        anomaly_repair.repair_anomalies(features, anomalies),
     )
     torch.testing.assert_close(
-        anomaly.repair_with_sides(features, anomaly.ring_neighbours(anomalies)),
-        anomaly.repair_anomalies(features, anomalies),
+        boundary_repair.repair_with_sides(features, boundary_repair.ring_neighbours(anomalies)),
+        anomaly_repair.repair_anomalies(features, anomalies),
     )
 
 
@@ -355,15 +364,17 @@ def test_boundary_sides_are_per_crop():
     features = torch.randn(3, 6, 6, 5, generator=g)
     guide = torch.randn(3, 6, 6, 4, generator=g)
     anomalies = torch.rand(3, 6, 6, generator=g) < 0.25
-    batched = anomaly.repair_with_sides(features, anomaly.boundary_sides(guide, anomalies, 0.2))
+    batched = boundary_repair.repair_with_sides(
+        features, boundary_repair.boundary_sides(guide, anomalies, 0.2)
+    )
     for i in range(3):
-        single = anomaly.boundary_sides(guide[i : i + 1], anomalies[i : i + 1], 0.2)
+        single = boundary_repair.boundary_sides(guide[i : i + 1], anomalies[i : i + 1], 0.2)
         torch.testing.assert_close(
-            anomaly.repair_with_sides(features[i : i + 1], single)[0], batched[i]
+            boundary_repair.repair_with_sides(features[i : i + 1], single)[0], batched[i]
         )
-    empty = anomaly.boundary_sides(guide, torch.zeros_like(anomalies), 0.2)
+    empty = boundary_repair.boundary_sides(guide, torch.zeros_like(anomalies), 0.2)
     assert empty.weights.shape == (0, 8)
-    assert torch.equal(anomaly.repair_with_sides(features, empty), features)
+    assert torch.equal(boundary_repair.repair_with_sides(features, empty), features)
 
 
 def test_boundary_repair_in_the_extractor(tiny_clip):
@@ -414,7 +425,7 @@ def test_pamr_kernel_does_not_cross_colour_edges():
     torch.testing.assert_close(kernel.sum(1), torch.ones(1, 24, 32))
     # pixel next to the edge: the weight of neighbours across it vanishes
     left_of_edge = kernel[0, :, 10, 12]
-    offsets = [(dy * d, dx * d) for d in (1, 2) for dy, dx in anomaly.RING_OFFSETS]
+    offsets = [(dy * d, dx * d) for d in (1, 2) for dy, dx in anomaly_repair.RING_OFFSETS]
     across = torch.tensor([12 + dx >= 13 for _, dx in offsets])
     assert left_of_edge[across].sum() < 1e-6
     # inside a flat region: uniform weights

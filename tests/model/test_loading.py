@@ -23,7 +23,8 @@ from scclip_cli.model.loading import (
     resolve_dtype,
     resolve_model_name,
 )
-from scclip_cli.model.random_weights import recipe_state_dict, state_dict_sha256
+from scclip_cli.model.random_weights import recipe_state_dict
+from support.weights import state_dict_sha256
 
 GOLDEN_TINY_SHA256 = "a690eadd68aa0e2b8db591f6f87943828b24603b60f0cbb762a855586cf7b341"
 """Content hash of the reference's ``scclip-tiny`` weights (tests/data/golden/README.md)."""

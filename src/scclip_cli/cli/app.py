@@ -18,6 +18,9 @@ from scclip_cli.errors import (
     Terminated,
 )
 
+DISTRIBUTION = "scclip-cli"
+"""The name scclip is installed under (``pip show scclip-cli``)."""
+
 app = typer.Typer(
     name="scclip",
     help="Training-free open-vocabulary segmentation of image folders with Self-Calibrated CLIP.",
@@ -25,6 +28,35 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+def package_version() -> str:
+    """The installed version of scclip (from the package metadata), or ``unknown``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"scclip {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print scclip's version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Options that come before the command (``scclip --version``)."""
 
 
 def _register_commands() -> None:
@@ -58,22 +90,32 @@ def main(argv: list[str] | None = None) -> int:
 
     Commands return their exit code (``segment`` returns 1 when some inputs failed).
     """
-    import click
-
     from scclip_cli.cli.signals import forget_sigterm, sigterm_received
 
     _register_commands()
     forget_sigterm()
+    aborts, usage_errors = _click_exception_types()
     try:
         result = app(args=argv, prog_name="scclip", standalone_mode=False)
-    except (ScclipError, KeyboardInterrupt, click.exceptions.Abort) as err:
-        return report_error(KeyboardInterrupt() if isinstance(err, click.exceptions.Abort) else err)
-    except click.exceptions.ClickException as err:
-        err.show()
-        return err.exit_code if err.exit_code else EXIT_USAGE
+    except (ScclipError, KeyboardInterrupt, *aborts) as err:  # type: ignore[misc]
+        return report_error(KeyboardInterrupt() if isinstance(err, aborts) else err)
+    except usage_errors as err:
+        err.show()  # type: ignore[attr-defined]
+        return err.exit_code if err.exit_code else EXIT_USAGE  # type: ignore[attr-defined]
     if result == EXIT_INTERRUPTED:  # Typer ends a KeyboardInterrupt with this exit code
         return report_error(Terminated() if sigterm_received() else KeyboardInterrupt())
     return result if isinstance(result, int) else 0
+
+
+def _click_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """``(Abort classes, ClickException classes)``: click's, and those of the copy of click that
+    newer typer releases carry (``typer.Abort``; typer's ``BadParameter`` derives from its own
+    ``ClickException``, which is not click's)."""
+    import click
+
+    vendored = [c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"]
+    aborts = (click.exceptions.Abort, typer.Abort)
+    return aborts, (click.exceptions.ClickException, *vendored)
 
 
 def run() -> None:

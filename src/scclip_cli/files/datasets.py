@@ -256,8 +256,7 @@ def find_dataset(name: str, data_root: str | Path, *, limit: int | None = None) 
 def benchmark_vocab_path(name: str) -> Path:
     """The vocabulary file of a benchmark preset (``voc21`` → ``.../vocab/voc21.txt``).
 
-    Looks in the package data (``scclip_cli/vocab/``) first, then in the source tree's top-level
-    ``vocab/`` folder (an editable install).
+    Looks in the package data (``scclip_cli/vocab/``, see :func:`vocab_dirs`).
 
     Raises:
         ConfigError: unknown preset.

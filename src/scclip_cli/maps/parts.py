@@ -10,11 +10,9 @@ things at once.
 
 Parts write disjoint slices of shared tensors and use scratch buffers of their own (named by part
 index), so the results do not depend on the number of parts or on which thread runs which part
-(:mod:`scclip_cli.maps.postprocess` says how it keeps every bit). Measured on 2 cores, labels from
-generated scores for a 683 × 512 image with 150 queries (medians of interleaved rounds): 0.34 s
-on one thread; 0.29 to 0.35 s on two intra-op threads (0.40 to 0.47 CPU-s); 0.19 to 0.24 s in
-two parts (0.36 to 0.41 CPU-s). The canvas build gains little from parts: its passes over the
-86 MiB canvas are bound by memory bandwidth.
+(:mod:`scclip_cli.maps.postprocess` says how it keeps every bit). The canvas build gains little
+from parts: its passes over the canvas are bound by memory bandwidth. docs/performance.md has the
+measurements.
 """
 
 from __future__ import annotations

@@ -72,15 +72,15 @@ TILE_ELEMENTS = 1 << 24
 """Upper bound on ``Q × tile pixels`` materialised at once on a GPU (64 MiB of float32)."""
 CPU_TILE_ELEMENTS = 1 << 20
 """The bound on the CPU (4 MiB of float32): small enough for a tile to stay in the CPU's caches,
-large enough that the per-operation overhead (and the wait for every OpenMP thread) stays small.
-Measured on 2 cores: 0.25 M to 4 M elements are within 10 % at 0.35 MP, 1 M is the fastest at
-12 MP."""
+large enough that the per-operation overhead (and the wait for every OpenMP thread) stays small;
+the optimum is broad (docs/performance.md)."""
 LOG2_E = math.log2(math.e)
-"""Logits are scaled by this too and exponentiated in base 2 (``torch.exp2`` takes about half the
-time of ``torch.exp`` on the CPU); ``softmax(x) = 2^(x·log2 e) / sum``."""
+"""Logits are scaled by this too and exponentiated in base 2 (``torch.exp2`` is cheaper than
+``torch.exp`` on the CPU); ``softmax(x) = 2^(x·log2 e) / sum``."""
 CHUNK_TILES = 2
 """Column-interpolated source rows kept at once: about this many tiles' worth (at least 2 rows).
-Parts take whole chunks, so small chunks balance them better (4 was no faster on one thread)."""
+Parts take whole chunks, so small chunks balance them better (larger chunks gained nothing on
+one thread)."""
 
 
 def default_tile_elements(device: torch.device) -> int:
@@ -291,18 +291,6 @@ class BilinearResizer:
                     yield slice(t0, t1), slice(c0, c1), values.view(t1 - t0, c1 - c0, c)
 
 
-def class_probabilities(
-    scores: torch.Tensor, query_class: torch.Tensor, num_classes: int, logit_scale: float
-) -> torch.Tensor:
-    """``[Q, ...]`` cosine scores → ``[K, ...]`` class probabilities (softmax over queries, max over synonyms)."""
-    probs = torch.softmax(scores * logit_scale, dim=0)
-    if num_classes == probs.shape[0]:
-        return probs
-    out = probs.new_zeros((num_classes, *probs.shape[1:]))
-    index = query_class.view(-1, *([1] * (probs.dim() - 1))).expand_as(probs)
-    return out.scatter_reduce_(0, index, probs, reduce="amax", include_self=True)
-
-
 @dataclass(frozen=True)
 class LabelMap:
     labels: torch.Tensor  # [H, W] int32
@@ -482,33 +470,162 @@ def labels_from_scores(
     if tile_elements is None:
         tile_elements = default_tile_elements(device)
     q = int(scores.shape[0]) if isinstance(scores, torch.Tensor) else scores.channels
-    query_class = query_class.to(device)
-    # Queries in class order (stable): the first best query then lies in the smallest best class,
-    # the reference's argmax over the synonym maxima.
-    order = torch.argsort(query_class, stable=True)
+    resizer_order, query_class = _class_order(query_class.to(device))
     identity = torch.arange(q, device=device)
-    if torch.equal(order, identity):
-        resizer_order = None
-    else:
-        resizer_order = order
-        query_class = query_class[order]
     to_class = None if torch.equal(query_class, identity) else query_class  # query → class
-    countdown = torch.arange(q, 0, -1, dtype=torch.float32, device=device)
     workspace = workspace or Workspace()
     resizer = make_resizer(
         scores, out_height, out_width, resizer_order, tile_elements, workspace, runner
     )
     resizer.prepare(runner)
-    labels = torch.empty(out_height, out_width, dtype=torch.int32, device=device)  # K < 2^31
-    confidence = torch.empty(out_height, out_width, dtype=torch.float32, device=device)
-    tile_size = resizer.tile_h * resizer.tile_w * q
-    # Contiguous runs of whole chunks, of about equal numbers of output rows, one per part.
-    chunk_parts: list[list[tuple[int, int]]] = [[] for _ in range(runner.count)]
+    fill = _TileFill.start(resizer, q, out_height, out_width, to_class, protocol, workspace)
+    chunk_parts = _chunk_parts(resizer, runner.count, out_height)
+    fill.run(runner, chunk_parts, None, None)
+    if protocol.area_threshold is not None and num_classes > 1:
+        keep_class = _classes_kept_by_area(fill.labels, num_classes, protocol.area_threshold)
+        if keep_class is not None:
+            fill.run(runner, chunk_parts, keep_class[query_class].to(torch.float32), ~keep_class)
+    if protocol.prob_threshold > 0:
+        fill.labels[fill.confidence < protocol.prob_threshold] = 0
+    return LabelMap(fill.labels, fill.confidence)
+
+
+def _class_order(query_class: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The queries in class order (stable), and each query's class in that order.
+
+    The first best query then lies in the smallest best class, the reference's argmax over the
+    synonym maxima. Returns ``(order, query_class[order])``, ``order`` ``None`` when the queries
+    are in class order already.
+    """
+    order = torch.argsort(query_class, stable=True)
+    if torch.equal(order, torch.arange(len(order), device=order.device)):
+        return None, query_class
+    return order, query_class[order]
+
+
+def _chunk_parts(resizer: Resizer, parts: int, out_height: int) -> list[list[tuple[int, int]]]:
+    """Contiguous runs of whole chunks, of about equal numbers of output rows, one per part (empty
+    parts dropped)."""
+    chunk_parts: list[list[tuple[int, int]]] = [[] for _ in range(parts)]
     for chunk in resizer.chunks():
-        chunk_parts[chunk[0] * runner.count // out_height].append(chunk)
-    chunk_parts = [chunks for chunks in chunk_parts if chunks]
+        chunk_parts[chunk[0] * parts // out_height].append(chunk)
+    return [chunks for chunks in chunk_parts if chunks]
+
+
+def _classes_kept_by_area(
+    labels: torch.Tensor, num_classes: int, area_threshold: float
+) -> torch.Tensor | None:
+    """``[K]`` bool: the classes the area threshold keeps (background always), or ``None`` when
+    no class that some pixel chose is removed (then no pixel can change)."""
+    area = torch.bincount(labels.flatten(), minlength=num_classes)[1:].to(torch.float64)
+    keep_fg = area > area_threshold * area.sum()
+    if not bool((~keep_fg & (area > 0)).any()):
+        return None
+    return torch.cat([keep_fg.new_ones(1), keep_fg])
+
+
+@dataclass
+class _TileFill:
+    """Labels and confidence of one :func:`labels_from_scores` call, filled tile by tile."""
+
+    resizer: Resizer
+    q: int
+    labels: torch.Tensor
+    """``[H, W]`` int32 (``K < 2^31``)."""
+    confidence: torch.Tensor
+    """``[H, W]`` float32."""
+    to_class: torch.Tensor | None
+    """``[Q]`` class of each (reordered) query, or ``None`` when query = class."""
+    countdown: torch.Tensor
+    """``[Q]`` float32 ``Q, Q - 1, ..., 1``."""
+    scale: float
+    """Logit scale × ``log2 e``: logits in base 2, as ``2^x`` is cheaper than ``e^x``."""
+    unshifted: bool
+    """Whether ``2^l`` needs no shift by the best logit (see :meth:`start`)."""
+    workspace: Workspace
+
+    @classmethod
+    def start(
+        cls,
+        resizer: Resizer,
+        q: int,
+        out_height: int,
+        out_width: int,
+        to_class: torch.Tensor | None,
+        protocol: ProtocolConfig,
+        workspace: Workspace,
+    ) -> _TileFill:
+        device = resizer.device
+        scale = protocol.logit_scale * LOG2_E
+        # Where every |score| <= bound is known, 2^l needs no shift by the best logit when neither
+        # 2^(bound × scale) × Q overflows nor 2^(-bound × scale) leaves the normal floats (the
+        # margins cover rounding): one pass less over each tile.
+        scaled_bound = None if resizer.bound is None else resizer.bound * scale
+        return cls(
+            resizer=resizer,
+            q=q,
+            labels=torch.empty(out_height, out_width, dtype=torch.int32, device=device),
+            confidence=torch.empty(out_height, out_width, dtype=torch.float32, device=device),
+            to_class=to_class,
+            countdown=torch.arange(q, 0, -1, dtype=torch.float32, device=device),
+            scale=scale,
+            unshifted=scaled_bound is not None and scaled_bound * 1.001 + math.log2(q) + 2 < 125,
+            workspace=workspace,
+        )
+
+    def run(
+        self,
+        runner: PartRunner,
+        chunk_parts: list[list[tuple[int, int]]],
+        keep: torch.Tensor | None,
+        redo: torch.Tensor | None,
+    ) -> None:
+        """Fill labels and confidence. With ``keep`` (``[Q]`` 0/1), only where some label is a
+        class of ``redo`` (``[K]`` bool, the removed classes): elsewhere nothing can change."""
+        rows_wanted = None if redo is None else redo[self.labels].any(dim=1).tolist()
+        runner.run(
+            [
+                partial(self.run_rows, i, chunks, keep, redo, rows_wanted)
+                for i, chunks in enumerate(chunk_parts)
+            ]
+        )
+
+    def run_rows(
+        self,
+        part: int,
+        chunks: list[tuple[int, int]],
+        keep: torch.Tensor | None,
+        redo: torch.Tensor | None,
+        rows_wanted: list[bool] | None,
+    ) -> None:
+        """Labels and confidence of the output rows of ``chunks`` (see :meth:`run`)."""
+        q, labels, device = self.q, self.labels, self.labels.device
+        tile_size = self.resizer.tile_h * self.resizer.tile_w * q
+        scratch = self.workspace.empty(f"flags:{part}", (tile_size,), device=device)
+        straddling = self.workspace.empty(f"straddling:{part}", (tile_size,), device=device)
+        for rows, cols, logits in self.resizer.tiles(self.scale, rows_wanted, chunks, part):
+            if redo is not None and not bool(redo[labels[rows, cols]].any()):
+                continue
+            shape = logits.shape[:2]
+            if keep is None:
+                flat = logits.view(-1, q)
+                index = self.best_queries(rows, cols, flat, straddling, scratch)
+                if self.unshifted:
+                    # p_best = 2^l_best / sum_q 2^l_q: no term can overflow or underflow
+                    best = flat.exp2_().gather(1, index[:, None])[:, 0].div_(flat.sum(1))
+                else:
+                    # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no
+                    # max over the queries is needed (the best query is known)
+                    flat.sub_(flat.gather(1, index[:, None])).exp2_()
+                    best = flat.sum(1).reciprocal_()
+            else:
+                best, index = _best_query(logits, keep, self.countdown, scratch)
+            to_class = self.to_class
+            labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
+            self.confidence[rows, cols] = best.view(shape)
 
     def best_queries(
+        self,
         rows: slice,
         cols: slice,
         logits: torch.Tensor,
@@ -518,75 +635,14 @@ def labels_from_scores(
         """``[n]`` int64 first best query of each pixel of a tile (``logits``: ``[n, Q]``, left
         as they are; ``straddling`` and ``scratch``: buffers of a tile's size): known where the
         resizer knows it, else compared."""
-        index = resizer.known_best(rows, cols)
+        index = self.resizer.known_best(rows, cols)
         others = torch.nonzero(index < 0)[:, 0]
         if others.numel():
             subset = torch.index_select(
-                logits, 0, others, out=straddling[: others.numel() * q].view(-1, q)
+                logits, 0, others, out=straddling[: others.numel() * self.q].view(-1, self.q)
             )
-            index[others] = _first_best(subset, countdown, scratch)
+            index[others] = _first_best(subset, self.countdown, scratch)
         return index
-
-    # Where every |score| <= bound is known, 2^l needs no shift by the best logit when neither
-    # 2^(bound × scale) × Q overflows nor 2^(-bound × scale) leaves the normal floats (the
-    # margins cover rounding): one pass less over each tile.
-    scaled_bound = None if resizer.bound is None else resizer.bound * protocol.logit_scale * LOG2_E
-    unshifted = scaled_bound is not None and scaled_bound * 1.001 + math.log2(q) + 2 < 125
-
-    def run_rows(
-        part: int,
-        chunks: list[tuple[int, int]],
-        keep: torch.Tensor | None,
-        redo: torch.Tensor | None,
-        rows_wanted: list[bool] | None,
-    ) -> None:
-        """Labels and confidence of the output rows of ``chunks`` (see ``run``)."""
-        scratch = workspace.empty(f"flags:{part}", (tile_size,), device=device)
-        straddling = workspace.empty(f"straddling:{part}", (tile_size,), device=device)
-        # logits in base 2 (scores × logit scale × log2 e): 2^x is about twice as fast as e^x
-        scale = protocol.logit_scale * LOG2_E
-        for rows, cols, logits in resizer.tiles(scale, rows_wanted, chunks, part):
-            if redo is not None and not bool(redo[labels[rows, cols]].any()):
-                continue
-            shape = logits.shape[:2]
-            if keep is None:
-                flat = logits.view(-1, q)
-                index = best_queries(rows, cols, flat, straddling, scratch)
-                if unshifted:
-                    # p_best = 2^l_best / sum_q 2^l_q: no term can overflow or underflow
-                    best = flat.exp2_().gather(1, index[:, None])[:, 0].div_(flat.sum(1))
-                else:
-                    # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no
-                    # max over the queries is needed (the best query is known)
-                    flat.sub_(flat.gather(1, index[:, None])).exp2_()
-                    best = flat.sum(1).reciprocal_()
-            else:
-                best, index = _best_query(logits, keep, countdown, scratch)
-            labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
-            confidence[rows, cols] = best.view(shape)
-
-    def run(keep: torch.Tensor | None, redo: torch.Tensor | None) -> None:
-        """Fill labels and confidence. With ``keep`` (``[Q]`` 0/1), only where some label is a
-        class of ``redo`` (``[K]`` bool, the removed classes): elsewhere nothing can change."""
-        rows_wanted = None if redo is None else redo[labels].any(dim=1).tolist()
-        runner.run(
-            [
-                partial(run_rows, i, chunks, keep, redo, rows_wanted)
-                for i, chunks in enumerate(chunk_parts)
-            ]
-        )
-
-    run(None, None)
-    if protocol.area_threshold is not None and num_classes > 1:
-        area = torch.bincount(labels.flatten(), minlength=num_classes)[1:].to(torch.float64)
-        keep_fg = area > protocol.area_threshold * area.sum()
-        # Removing a class no pixel chose cannot change any pixel: rerun only if a chosen one goes.
-        if bool((~keep_fg & (area > 0)).any()):
-            keep_class = torch.cat([keep_fg.new_ones(1), keep_fg])  # [K] bool
-            run(keep_class[query_class].to(torch.float32), ~keep_class)
-    if protocol.prob_threshold > 0:
-        labels[confidence < protocol.prob_threshold] = 0
-    return LabelMap(labels, confidence)
 
 
 def upsample_scores(

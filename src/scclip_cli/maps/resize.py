@@ -21,7 +21,7 @@ reference's, bit for bit:
   rounded mean ``(a + b + c + d + 2) >> 2`` of a 2×2 block. That is replicated too.
 
 Not replicated (never used by this tool): OpenCV's IPP / OpenCL / platform-HAL back ends, and other
-depths than uint8. ``tests/test_resize.py`` compares against cv2 when it is installed.
+depths than uint8. ``tests/maps/test_resize.py`` compares against cv2 when it is installed.
 """
 
 from __future__ import annotations

@@ -30,6 +30,20 @@ class Window(NamedTuple):
     x2: int
 
 
+def pad_to_size(pixels: torch.Tensor, min_height: int, min_width: int) -> torch.Tensor:
+    """``[C, h, w]`` → ``[C, max(h, min_height), max(w, min_width)]``, the image at the top left and
+    its last row and column repeated into the new pixels (so the padding looks like its border, not
+    like a flat colour the model would take for an object). Returns ``pixels`` itself when it is
+    large enough."""
+    import torch.nn.functional as F
+
+    _, height, width = pixels.shape
+    bottom, right = max(min_height - height, 0), max(min_width - width, 0)
+    if not (bottom or right):
+        return pixels
+    return F.pad(pixels[None], (0, right, 0, bottom), mode="replicate")[0]
+
+
 def axis_spans(size: int, crop: int, stride: int) -> list[tuple[int, int]]:
     """``(start, end)`` of every window along one axis of ``size`` pixels."""
     count = max(size - crop + stride - 1, 0) // stride + 1

@@ -22,8 +22,8 @@ row taps × window row taps / row coverage) and ``C`` (the same for columns). A 
   centres, so those are adjacent): one pass writing the tile, where the canvas route needs a canvas
   build, a column pass over every resized row, two gathers and two blends at the output size.
 
-For a 683 × 512 image and 150 queries on two cores this takes post-processing from about 0.15 s to
-0.06 s.
+This takes well over half the post-processing time off a photo-sized image
+(docs/performance.md).
 
 The arithmetic differs from the reference's only in float rounding (the weights are combined in
 float64 and rounded once). The best query is known without comparing queries wherever every patch
@@ -55,8 +55,8 @@ MAX_CANVAS_RATIO = 2.0
 
 MIN_TILE_ROWS = 8
 """Output rows per tile at least: a tile reads about six patch rows (of its columns), so tiles of
-one wide row would read six times what they write (4000 × 3000 with 150 queries on two cores:
-2.4 s with one-row tiles, 1.6 s with 8 rows; 4 to 32 rows are alike)."""
+one wide row would read six times what they write (4 to 32 rows are alike,
+docs/performance.md)."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Post-processing an image needs a few large temporary tensors (the ``[h, w, Q]`` window canvas: 86
 MiB for 150 queries at 336 × 448; upsampling and interpolation buffers of tens of MiB). Allocated
 afresh per image, each is returned to the operating system when freed and faulted in again, page by
-page, the next time: about a tenth of the post-processing time on the CPU. A :class:`Workspace`
+page, the next time, which costs a noticeable share of the post-processing time on the CPU
+(docs/performance.md). A :class:`Workspace`
 keeps them, one set per thread (two threads never share a buffer) or, for a ``Segmenter``, one set
 for all its threads (an image at a time, behind a lock; the parts of an image that run at once ask
 for buffers of their own names), and replaces a buffer when the shape it is asked for changes, so

@@ -2,15 +2,13 @@
 
 OpenAI's CLIP weights were trained with QuickGELU, ``y · σ(1.702 y)``, which open_clip computes in
 three passes over the ``[B, T, 4W]`` hidden activations (a multiplication, a sigmoid and another
-multiplication: about 3.5 % of a ViT-B/16 forward pass on photo crops on our 2-core CPU, 8 % on
-noise, where the sigmoid underflows to slow denormals). The same function is
+multiplication; on noise the sigmoid also underflows to slow denormals). The same function is
 ``SiLU(1.702 y) / 1.702``, and both scale factors fold into the matrix products around it:
 
     c_proj(QuickGELU(c_fc(x))) = b_proj + (1 / 1.702) · SiLU(1.702 · (x W_fcᵀ + b_fc)) W_projᵀ
 
 ``torch.addmm``'s ``alpha`` and ``beta`` apply them inside the GEMM, so the activation is one
-in-place SiLU pass (saving about 2 % of the forward pass on photo crops, measured with the
-profiler) and no weight is copied or changed: the model stays open_clip's, which other code may
+in-place SiLU pass (docs/performance.md has the measurement) and no weight is copied or changed: the model stays open_clip's, which other code may
 share. The result equals open_clip's up to float rounding (about 1e-6 relative on the hidden
 activations; the golden parity tests pin the whole method).
 

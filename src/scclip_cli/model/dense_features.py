@@ -16,8 +16,9 @@ Methods (``MethodConfig.name``), all from the same first ``L - 1`` blocks:
 * ``clearclip``: query-query attention, residual and feed-forward removed (ClearCLIP, Lan et al.
   2024).
 * ``sc-clip``: the reference (``tests/data/golden/ALGORITHM.md``), with its ablation switches and
-  the training-free extensions of :mod:`scclip_cli.model.anomaly` (adaptive anomaly ratio,
-  boundary-aware repair, alternative detectors), all off by default.
+  the training-free extensions (adaptive anomaly ratio, :mod:`scclip_cli.model.adaptive_ratio`;
+  boundary-aware repair, :mod:`scclip_cli.model.boundary_repair`; alternative detectors,
+  :mod:`scclip_cli.model.anomaly_detectors`), all off by default.
 
 Shapes: ``B`` crops, ``T = 1 + N`` tokens (class token first), ``N = grid_h · grid_w`` patches in
 row-major order, ``W`` the tower width, ``D`` the output (embedding) dimension.
@@ -34,7 +35,13 @@ from torch import nn
 
 from scclip_cli.config import CalibrationConfig, MethodConfig, check_calibration_depth
 from scclip_cli.errors import ConfigError
-from scclip_cli.model import affinity, anomaly
+from scclip_cli.model import (
+    adaptive_ratio,
+    affinity,
+    anomaly_detectors,
+    anomaly_repair,
+    boundary_repair,
+)
 from scclip_cli.model.block_forward import block_forward, feed_forward
 
 
@@ -261,35 +268,35 @@ class DenseFeatureExtractor(nn.Module):
             return tokens.reshape(batch, grid_h, grid_w, tokens.shape[-1])
 
         # 1. anomaly tokens of the penultimate layer, repaired by their valid 3x3 neighbours
-        scores = anomaly.anomaly_scores(
+        scores = anomaly_detectors.anomaly_scores(
             patches, method.anomaly_detector, cal.lof_neighbours, method.sklearn_lof_neighbours
         )
         extras: dict[str, torch.Tensor] = {}
         ratio: float | torch.Tensor = cal.anomaly_ratio
         if method.adaptive_anomaly_ratio:
-            ratio = anomaly.adaptive_anomaly_ratio(
+            ratio = adaptive_ratio.adaptive_anomaly_ratio(
                 as_grid(patches), cal.anomaly_ratio, method.max_anomaly_ratio
             )
             extras["anomaly_ratio"] = ratio
-        anomalies = anomaly.anomaly_mask(scores, ratio)
+        anomalies = anomaly_detectors.anomaly_mask(scores, ratio)
         if not method.repair_anomalies:
             anomalies = torch.zeros_like(anomalies)
         grid_mask = anomalies.reshape(batch, grid_h, grid_w)
 
-        sides: anomaly.RepairSides | None = None  # None: the reference's plain 3x3 mean
+        sides: boundary_repair.RepairSides | None = None  # None: the reference's plain 3x3 mean
         if method.boundary_aware_repair:
             # sides from the (never repaired) post-similarity layer, where anomalies are not formed
             guide = as_grid(outs[cal.post_similarity_layer][:, 1:])
-            sides = anomaly.boundary_sides(guide, grid_mask, method.boundary_similarity)
+            sides = boundary_repair.boundary_sides(guide, grid_mask, method.boundary_similarity)
             extras["boundary"] = sides.boundary
             extras["repair_weights"] = sides.weights
 
         def repair(tokens: torch.Tensor) -> torch.Tensor:
             grid = as_grid(tokens)
             if sides is None:
-                repaired = anomaly.repair_anomalies(grid, grid_mask)
+                repaired = anomaly_repair.repair_anomalies(grid, grid_mask)
             else:
-                repaired = anomaly.repair_with_sides(grid, sides)
+                repaired = boundary_repair.repair_with_sides(grid, sides)
             return repaired.reshape(batch, -1, width)
 
         x0 = repair(patches)

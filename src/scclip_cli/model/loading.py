@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from scclip_cli.config import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from scclip_cli.errors import ConfigError, ModelLoadError
@@ -540,6 +541,20 @@ def _download_tag(plan: _ModelPlan, tag: str, cache_dir: str | None) -> Path:
             f"{tag!r} is neither a pretrained tag of model {plan.requested} ({choices}) nor a "
             "weights file; pass --pretrained /path/to/weights.pt for local weights"
         )
+    from scclip_cli.model import weights_source
+
+    source = (
+        None if weights_source.offline_mode() else weights_source.weights_source(cfg, cache_dir)
+    )
+    if source is not None and not weights_source.host_reachable(source.url):
+        # No network: huggingface_hub would retry each file with back-off before failing.
+        cached = weights_source.cached_weights(source, cache_dir)
+        if cached is None:
+            host = urlsplit(source.url).hostname or source.url
+            raise ModelLoadError(
+                _missing_weights_message(plan, tag, f"{host} cannot be reached: no network?")
+            )
+        return cached
     try:
         with _quiet_open_clip():
             target = download_pretrained(cfg, cache_dir=cache_dir)
@@ -547,17 +562,22 @@ def _download_tag(plan: _ModelPlan, tag: str, cache_dir: str | None) -> Path:
         cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
         if len(cause) > MAX_CAUSE_CHARS:
             cause = cause[: MAX_CAUSE_CHARS - 1].rstrip() + "…"
-        raise ModelLoadError(
-            f"the {tag!r} weights of model {plan.requested} are not in the local cache and could "
-            f"not be downloaded ({cause}). Pass a local checkpoint with "
-            "--pretrained /path/to/weights.pt, or pre-populate the Hugging Face cache (HF_HOME) "
-            "on a machine with internet access, e.g. "
-            f"python -c \"import open_clip; open_clip.create_model('{plan.name}', "
-            f"pretrained='{tag}')\""
-        ) from None
+        raise ModelLoadError(_missing_weights_message(plan, tag, cause)) from None
     if not target:
         raise ModelLoadError(f"open_clip has no download location for {plan.requested} / {tag!r}")
     return Path(target)
+
+
+def _missing_weights_message(plan: _ModelPlan, tag: str, cause: str) -> str:
+    """Why a tag's weights could not be had (``cause``), and the two ways to provide them."""
+    return (
+        f"the {tag!r} weights of model {plan.requested} are not in the local cache and could "
+        f"not be downloaded ({cause}). Pass a local checkpoint with "
+        "--pretrained /path/to/weights.pt, or pre-populate the Hugging Face cache (HF_HOME) "
+        "on a machine with internet access, e.g. "
+        f"python -c \"import open_clip; open_clip.create_model('{plan.name}', "
+        f"pretrained='{tag}')\""
+    )
 
 
 # ---------------------------------------------------------------------------- the loader

@@ -1,4 +1,4 @@
-"""Seeded random CLIP weights by the golden recipe, and the content hash of a state dict.
+"""Seeded random CLIP weights by the golden recipe.
 
 The recipe (``tests/data/golden/README.md``) makes weights that behave like a trained CLIP's in
 scale: unit-ish activations through every block, LayerNorm weights near 1, small biases. It is what
@@ -9,9 +9,7 @@ download. Segmentations made with these weights are meaningless.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -98,20 +96,3 @@ def recipe_state_dict(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> dict[
         rounded = np.asarray(values).astype(np.float16).astype(np.float32)
         weights[key] = torch.from_numpy(rounded.copy(order="C")).reshape(shape)
     return weights
-
-
-def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """Content hash of a state dict, independent of how it was stored.
-
-    sha256 over, for each key in sorted order, the key's UTF-8 bytes then the tensor's
-    little-endian float32 bytes in C order. The golden ``scclip-tiny`` weights hash to
-    ``a690eadd…b341``.
-    """
-    import torch
-
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        tensor = state_dict[key].detach().to("cpu", torch.float32).contiguous()
-        digest.update(key.encode("utf-8"))
-        digest.update(tensor.numpy().astype("<f4", copy=False).tobytes(order="C"))
-    return digest.hexdigest()

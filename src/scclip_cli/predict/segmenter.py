@@ -61,18 +61,22 @@ class PreparedImage:
     """An image resized and normalised for the windows; cheap to make on a reader thread."""
 
     pixels: torch.Tensor
-    """[3, h, w] float32 normalised, at the resized size."""
+    """[3, h, w] float32 normalised, at the resized size (padded to one patch, see ``content``)."""
     height: int
     """Original height."""
     width: int
     """Original width."""
+    content: tuple[int, int] | None = None
+    """``(h, w)`` of the resized image inside ``pixels`` when its short side was narrower than one
+    patch and it was padded (a strip, e.g. 6000 × 40, whose long side the resize capped); the scores
+    are cropped back to it before they are upsampled. ``None``: no padding."""
 
 
 GPU_BATCH_SIZE = 16
 """Crops per forward pass on a GPU by default."""
 CPU_BATCH_SIZE = 4
-"""Crops per forward pass on the CPU by default: larger batches were slower on our 2-core machine
-(48 ViT-B/16 crops: 13.6 s in batches of 4, 15.9 s in batches of 16, 16.2 s one at a time)."""
+"""Crops per forward pass on the CPU by default: larger batches were slower on a small CPU, whose
+caches a batch of 16 crops' activations overflows (docs/performance.md)."""
 
 
 def default_batch_size(device_type: str) -> int:
@@ -218,9 +222,18 @@ class Segmenter:
             raise ValueError(
                 f"expected an [H, W, 3] uint8 RGB array, got {image.shape} {image.dtype}"
             )
+        from scclip_cli.maps.sliding_window import pad_to_size
+
         height, width = image.shape[:2]
         resized = resize_for_protocol(image, self.protocol.short_side, self.protocol.long_side)
-        return PreparedImage(normalize_image(resized), height, width)
+        pixels = normalize_image(resized)
+        # A strip's short side can end up narrower than one patch, which the patch embedding cannot
+        # take: pad it (edge pixels repeated) and crop the scores back (see _averaged_scores).
+        patch = self.clip.patch_size
+        h, w = resized.shape[:2]
+        if h >= patch and w >= patch:
+            return PreparedImage(pixels, height, width)
+        return PreparedImage(pad_to_size(pixels, patch, patch), height, width, content=(h, w))
 
     # ------------------------------------------------------------------ segmentation
     def segment(self, image: np.ndarray | str | Path) -> Segmentation:
@@ -306,18 +319,26 @@ class Segmenter:
         """Window-averaged scores: the canvas itself (whose window patches post-processing takes
         straight to the original size, or reads by rows once built: see
         :func:`~scclip_cli.maps.postprocess.make_resizer`), or, when ``method.pamr_steps > 0``, the
-        ``[Q, h, w]`` float32 tensor at the resized size refined by PAMR.
+        ``[Q, h, w]`` float32 tensor at the resized size refined by PAMR, or cropped to the image
+        when it was padded (:attr:`PreparedImage.content`).
 
         PAMR runs here, on the resized image, rather than at the original size as in the reference,
         so memory stays bounded (see :mod:`scclip_cli.maps.pamr`).
         """
-        if self.method.pamr_steps <= 0:
+        content = job.prepared.content
+        if self.method.pamr_steps <= 0 and content is None:
             return job.canvas
-        from scclip_cli.maps.pamr import refine
-
         job.canvas.build(self.parts)
         scores = job.canvas.average()
-        pixels = job.prepared.pixels.to(scores.device)
+        pixels = job.prepared.pixels
+        if content is not None:  # a padded strip: only its own pixels count
+            scores = scores[:, : content[0], : content[1]].contiguous()
+            pixels = pixels[:, : content[0], : content[1]]
+        if self.method.pamr_steps <= 0:
+            return scores
+        from scclip_cli.maps.pamr import refine
+
+        pixels = pixels.to(scores.device)
         return refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
 
     def _finish(self, job: _Job) -> Segmentation:

@@ -355,7 +355,7 @@ def prepare_out_dir(
 
 class LegendImage:
     """``legend.png`` drawn and written on a thread of its own, so a run does not wait for it
-    (drawing and syncing it took 40 to 100 ms, before the first image could start)."""
+    (drawing and syncing it would otherwise delay the first image)."""
 
     def __init__(self, out: Path, class_names: tuple[str, ...]) -> None:
         self.path = out / "legend.png"

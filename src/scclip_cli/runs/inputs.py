@@ -1,7 +1,7 @@
 """Which images a batch run segments, in which order, and where each one's outputs go.
 
-Everything here is plain path bookkeeping (no image is opened), so a bad command line is rejected in
-milliseconds, before the model loads.
+Everything here is plain path bookkeeping (no image is opened), so a bad command line is rejected at
+once, before the model loads.
 
 Rules (``scclip segment INPUT...``):
 

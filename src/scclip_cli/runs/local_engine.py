@@ -59,8 +59,8 @@ if TYPE_CHECKING:
     from scclip_cli.runs.scoring import EvalSample
 
 DEFAULT_READ_WORKERS = 8
-"""Decoding threads (capped by the CPU count). Enough to feed a GPU with large JPEGs (~0.1 s each to
-decode and resize); on a CPU-only run the model is the bottleneck and idle readers cost nothing,
+"""Decoding threads (capped by the CPU count). Enough to feed a GPU with large JPEGs (decoding and
+resizing them is the slow part of reading); on a CPU-only run the model is the bottleneck and idle readers cost nothing,
 since at most ``2 × workers + 2`` images are read ahead."""
 WRITE_QUEUE_SIZE = 8
 """Segmented images waiting for the writer; bounds memory when encoding is slower than the model."""

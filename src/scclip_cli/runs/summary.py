@@ -53,7 +53,8 @@ def package_versions() -> dict[str, str | None]:
 
 @functools.lru_cache(maxsize=1)
 def _package_versions() -> tuple[tuple[str, str | None], ...]:
-    """Looked up once per process (about 17 ms of reading package metadata, before every run)."""
+    """Looked up once per process (reading package metadata is slow enough to be noticed before
+    every run)."""
     from importlib import metadata
 
     versions: dict[str, str | None] = {
