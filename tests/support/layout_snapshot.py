@@ -85,7 +85,8 @@ def take_snapshot(work: Path, *, ray: bool = True) -> dict[str, Any]:
     if ray:
         on_ray = work / "ray"
         args = ["segment", str(SAMPLES), "--vocab", str(vocab), "--out", str(on_ray)]
-        code = main([*args, *MODEL, *RUN, "--engine", "ray", "--workers", "1"])
+        ray_local = ["--engine", "ray", "--ray-address", "local", "--workers", "1"]
+        code = main([*args, *MODEL, *RUN, *ray_local])
         assert code == 0, code
         snapshot["segment_ray"] = _per_image(on_ray)
     return snapshot
