@@ -89,6 +89,16 @@ JsonlOpt = Annotated[
     ),
 ]
 
+ReportOpt = Annotated[
+    bool,
+    typer.Option(
+        "--report",
+        help="At the end, write OUT/report.html to review the masks in a browser "
+        "(as scclip report OUT)",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+
 
 def segment_command(
     inputs: InputsArg,
@@ -121,6 +131,7 @@ def segment_command(
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
     jsonl: JsonlOpt = False,
+    report: ReportOpt = False,
     engine: EngineOpt = "local",
     ray_address: RayAddressOpt = None,
     workers: WorkersOpt = None,
@@ -183,6 +194,13 @@ def segment_command(
         )
     if jsonl:
         _flush_stdout()
+    if report:  # for either engine, from the files the run left
+        from scclip_cli.cli.report_cmd import print_report_line
+        from scclip_cli.runs.report import write_report
+
+        written = write_report(out)
+        if not quiet:
+            print_report_line(written)
     return summary.exit_code
 
 

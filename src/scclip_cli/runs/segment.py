@@ -74,6 +74,7 @@ def segment(
     stdin: TextIO | None = None,
     read_workers: int | None = None,
     progress: bool | None = None,
+    report: bool = False,
 ) -> RunSummary:
     """Segment image files and folders into label PNGs and per-image JSON under ``out_dir``.
 
@@ -101,6 +102,8 @@ def segment(
         stdin: where ``"-"`` reads paths (``sys.stdin`` by default).
         read_workers: decoding threads (default ``min(8, CPUs)``).
         progress: show the progress bar; by default when not ``quiet`` and stderr is a terminal.
+        report: at the end, write ``out_dir/report.html``
+            (:func:`scclip_cli.runs.report.write_report`), also when some images failed.
 
     Returns:
         The run's :class:`RunSummary` (``exit_code`` 0 when nothing failed, 1 otherwise), also
@@ -137,7 +140,7 @@ def segment(
             progress=progress,
         )
         if finished is not None:
-            return finished
+            return _reported(finished, report, reporter)
     segmenter, load_seconds = _obtain_segmenter(
         segmenter,
         vocab,
@@ -177,7 +180,17 @@ def segment(
             overlay=overlay,
             read_workers=read_workers or min(DEFAULT_READ_WORKERS, os.cpu_count() or 1),
         )
-    return run.summary
+    return _reported(run.summary, report, reporter)
+
+
+def _reported(summary: RunSummary, report: bool, reporter: Reporter) -> RunSummary:
+    """``summary``, after writing the run's review page when asked to."""
+    if report:
+        from scclip_cli.runs.report import write_report
+
+        page = write_report(summary.out_dir)
+        reporter.message(f"report: {page.path}")
+    return summary
 
 
 # --- setup -------------------------------------------------------------------------------------
