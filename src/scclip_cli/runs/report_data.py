@@ -302,15 +302,15 @@ def class_summary(
             names.setdefault(index, str(entry.get("name", index)))
     rows = []
     for index in sorted(totals):
-        images_with, pixels, weighted, pixels_with = totals[index]
+        images_with, class_pixels, weighted, pixels_with = totals[index]
         name = class_names[index] if index < len(class_names) else names[index]
         rows.append(
             {
                 "index": index,
                 "name": name,
                 "images": int(images_with),
-                "pixels": int(pixels),
-                "fraction": pixels / area if area else 0.0,
+                "pixels": int(class_pixels),
+                "fraction": class_pixels / area if area else 0.0,
                 "mean_confidence": weighted / pixels_with if pixels_with else None,
             }
         )
