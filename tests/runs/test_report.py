@@ -13,11 +13,11 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from support.fake_run import write_fake_run, write_fake_summary
 
 from scclip_cli.errors import InputError
 from scclip_cli.runs.report import write_report
 from scclip_cli.runs.report_data import image_mean_confidence
+from support.fake_run import write_fake_run, write_fake_summary
 
 DATA_RE = re.compile(
     r'<script type="application/json" id="report-data">(?P<data>.*?)</script>', re.DOTALL
