@@ -91,3 +91,19 @@ def test_a_thumbnail_is_fresh_until_a_source_is_newer(tmp_path: Path) -> None:
     os.utime(mask, ns=(3_000, 3_000))
     assert not thumbnail_is_fresh(thumb, (mask, image))
     assert not thumbnail_is_fresh(tmp_path / "no-thumb.jpg", (mask,))
+
+
+def test_the_image_is_turned_as_its_exif_orientation_says(tmp_path: Path) -> None:
+    from support.image_factory import exif_rotated_jpeg, quadrant_rgb
+
+    stored = quadrant_rgb(24, 40)  # [24, 40]: displayed turned 90° clockwise, 24 wide, 40 tall
+    exif_rotated_jpeg(tmp_path / "turned.jpg", stored)
+    write_label_png(tmp_path / "mask.png", np.zeros((40, 24), dtype=np.int64), 2)
+    assert write_overlay_thumbnail(
+        tmp_path / "mask.png", tmp_path / "turned.jpg", tmp_path / "t.jpg"
+    )
+    thumb = np.asarray(Image.open(tmp_path / "t.jpg").convert("RGB")).astype(int)
+    displayed = np.rot90(stored, k=-1).astype(int)  # [40, 24]
+    expected = displayed // 2  # class 0 is black: the overlay halves the image
+    for y, x in ((8, 6), (8, 18), (32, 6), (32, 18)):  # the four quadrants' centres
+        assert np.abs(thumb[y, x] - expected[y, x]).max() < 20, (y, x)

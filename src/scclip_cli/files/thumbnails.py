@@ -25,6 +25,7 @@ from scclip_cli.files.mask_io import blend_overlay, colorize, read_label_png
 THUMBNAIL_MAX_SIDE = 256
 """Longer side of a thumbnail, in pixels."""
 THUMBNAIL_JPEG_QUALITY = 82
+_EXIF_ORIENTATION = 0x0112
 
 
 def thumbnail_size(width: int, height: int, max_side: int = THUMBNAIL_MAX_SIDE) -> tuple[int, int]:
@@ -112,7 +113,8 @@ def _small_rgb(path: Path, size: tuple[int, int]) -> np.ndarray | None:
             longest = max(size)
             # JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers the thumbnail
             opened.draft("RGB", (longest, longest))
-            oriented = ImageOps.exif_transpose(opened)
+            rotated = opened.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1)
+            oriented = ImageOps.exif_transpose(opened) if rotated else opened  # it always copies
             if oriented.mode in ("RGB", "L", "P", "RGBA", "LA", "CMYK", "YCbCr"):
                 picture = oriented.convert("RGB")
             else:  # 16-bit, float, ...: the reader that the model uses knows those modes

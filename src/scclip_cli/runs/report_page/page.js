@@ -489,9 +489,11 @@
   fillClassSelects();
   wire();
   refresh(true);
+  performance.mark("report-cards"); // the first page of cards is built (read by the benchmark)
   renderClasses();
   renderFailures();
   renderEvaluation();
   renderConfig();
+  performance.mark("report-ready"); // every section is built
   document.body.dataset.ready = "true";
 })();
