@@ -91,3 +91,29 @@ def test_segment_report_writes_the_page_at_the_end(
     assert main(["segment", *args, "--quiet"]) == 1  # a rerun (retrying broken.jpg) too
     assert capsys.readouterr().err == ""
     assert (out / "report.html").is_file()
+
+
+def test_shards_sharing_a_folder_make_one_page(tmp_path: Path) -> None:
+    import json
+    import re
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (36, 30 + i), (70 * i, 100, 30)).save(images / f"p{i}.jpg")
+    vocab = tmp_path / "classes.txt"
+    vocab.write_text("background\ncat\ndog\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = [str(images), "--vocab", str(vocab), "--out", str(out), "-q", *TINY, *FAST]
+    for shard in ("1/2", "2/2"):
+        assert main(["segment", *args, "--shard", shard]) == 0
+    assert main(["report", str(out), "-q"]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', page, re.DOTALL)[1])
+    assert [im["key"] for im in data["images"]] == ["p0", "p1", "p2"]
+    assert [run["file"] for run in data["runs"]] == [
+        "summary.shard-1-of-2.json",
+        "summary.shard-2-of-2.json",
+    ]
+    assert [run["counts"]["done"] for run in data["runs"]] == [2, 1]
+    assert ["run.shard", ["1/2", "2/2"]] in data["config"]["differs"]
