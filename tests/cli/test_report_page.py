@@ -201,7 +201,8 @@ def test_the_detail_view_shows_mask_overlay_confidence_and_classes(
         return browser.execute_script(
             "const b = document.getElementById('stage-base'), "
             "l = document.getElementById('stage-layer'); "
-            "return {base: b.getAttribute('src'), layer: l.hidden ? null : l.getAttribute('src'),"
+            "const shown = getComputedStyle(l).display !== 'none'; "
+            "return {base: b.getAttribute('src'), layer: shown ? l.getAttribute('src') : null,"
             " width: b.naturalWidth, height: b.naturalHeight}"
         )
 
