@@ -31,14 +31,17 @@ def page_data(page: Path) -> dict:
 
 
 def test_every_image_is_listed_with_its_files(tmp_path: Path) -> None:
-    keys = ["b/two", "a/one", "a/sub/three"]
-    run = write_fake_run(tmp_path, 3, names=keys, confidence_png=True)
+    keys = ["b/two", "a/one", "a/sub/three", ".dot/four"]
+    run = write_fake_run(tmp_path, 4, names=keys, confidence_png=True)
     (run.out / "notes.json").write_text('{"not": "a record"}')  # other JSON is left alone
     (run.out / "lonely.json").write_text(json.dumps(run.records["a/one"]))  # no mask beside it
+    (run.out / "a" / ".two.json").write_text("{")  # hidden: a temporary, not a record
+    (run.out / "a" / ".two.png").write_bytes(b"")
     report = write_report(run.out)
-    assert report.path == run.out / "report.html" and report.images == 3
+    assert report.path == run.out / "report.html" and report.images == 4
+    assert report.problems == ()
     data = page_data(report.path)
-    assert [im["key"] for im in data["images"]] == ["a/one", "a/sub/three", "b/two"]
+    assert [im["key"] for im in data["images"]] == [".dot/four", "a/one", "a/sub/three", "b/two"]
     for entry in data["images"]:
         key = entry["key"]
         assert entry["mask"] == f"{key}.png"

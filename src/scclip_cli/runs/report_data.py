@@ -8,8 +8,7 @@ may share the folder). This module reads them into plain, JSON-ready values:
 
 - :func:`find_images`: every per-image record. A record is recognised by its content (a JSON object
   with ``width``, ``height`` and ``classes``, its mask beside it), so runs of either engine, shards
-  sharing the folder and file names that look like run files are all found. Hidden folders and the
-  report's own folder are not searched.
+  sharing the folder and file names that look like run files are all found.
 - :func:`read_summaries`, :func:`read_failures`: the run-level files of every shard.
 - :func:`read_eval`: the JSON of ``scclip eval --json``.
 - :func:`class_summary`: per class, the images containing it, its share of all pixels and its
@@ -140,16 +139,12 @@ def find_images(
 
 
 def _walk_json(out_dir: Path) -> Iterator[Path]:
+    """Every ``.json`` under ``out_dir`` but hidden files (temporaries of atomic writes)."""
     for folder, subfolders, files in os.walk(out_dir):
-        here = Path(folder)
-        subfolders[:] = sorted(
-            name
-            for name in subfolders
-            if not name.startswith(".") and not (here == out_dir and name == REPORT_FILES)
-        )
+        subfolders.sort()
         for name in sorted(files):
             if name.endswith(".json") and not name.startswith("."):
-                yield here / name
+                yield Path(folder) / name
 
 
 def _is_image_record(record: Any) -> bool:
