@@ -2,7 +2,7 @@
 
     python benchmarks/report_speed.py                    # 2,000 images of 640x480 (a few minutes)
     python benchmarks/report_speed.py --images 200       # quicker
-    python benchmarks/report_speed.py --images 10000 --size 160x120 --no-build-timing
+    python benchmarks/report_speed.py --images 10000 --size 160x120 --loads 3
 
 A run is generated directly, without a model: per image a JPEG photo, a label PNG of a few
 rectangles, its ``<stem>.json`` (with the library's own writers), then ``legend.json`` and a
