@@ -39,7 +39,7 @@ def report_json(result: EvaluationResult) -> dict[str, Any]:
     }
     if result.notes:
         data["notes"] = list(result.notes)
-    data["per_image"] = sorted(result.confusion.per_image, key=lambda row: row["key"])
+    data["per_image"] = sorted(result.confusion.per_image, key=lambda row: row["key"].split("/"))
     return _nan_to_none(data)
 
 
