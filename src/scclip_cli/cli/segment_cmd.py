@@ -50,6 +50,16 @@ JsonlOpt = Annotated[
     ),
 ]
 
+ReportOpt = Annotated[
+    bool,
+    typer.Option(
+        "--report",
+        help="At the end, write OUT/report.html to review the masks in a browser "
+        "(as scclip report OUT)",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+
 
 @shared_options
 def segment_command(
@@ -60,6 +70,7 @@ def segment_command(
     overlay: OverlayOpt = False,
     overwrite: OverwriteOpt = False,
     jsonl: JsonlOpt = False,
+    report: ReportOpt = False,
 ) -> int:
     """Segment image folders into label PNGs and per-image JSON, for labelling pipelines.
 
@@ -85,6 +96,7 @@ def segment_command(
             quiet=shared.quiet,
             jsonl_stream=sys.stdout if jsonl else None,
             stdin=sys.stdin,
+            report=report,
             **shared.protocol_overrides,  # type: ignore[arg-type]
         )
     if jsonl:

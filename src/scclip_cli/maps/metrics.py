@@ -118,6 +118,8 @@ class ConfusionMatrix:
             only when their configs, class names and ignore index are equal.
         shards: the ``(index, count)`` shard ids merged into this matrix (1-based); ``(1, 1)`` for an
             unsharded run. Merging refuses a shard id that is already present.
+        per_image: one :func:`image_scores` row per image added with a ``key`` (kept through
+            save / load / merge), so a report can list the worst images.
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class ConfusionMatrix:
         # a JSON round trip: the config compares equal after save / load
         self.config: dict[str, Any] = json.loads(json.dumps(dict(config or {}), default=str))
         self.shards: tuple[tuple[int, int], ...] = (tuple(shard),)  # type: ignore[assignment]
+        self.per_image: list[dict[str, Any]] = []
 
     @property
     def num_classes(self) -> int:
@@ -175,13 +178,19 @@ class ConfusionMatrix:
             raise EvaluationError("; ".join(problems))
         self.add_unchecked(pred, gt)
 
-    def add_unchecked(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        """:meth:`update` without the checks (call :func:`label_problems` first)."""
+    def add_unchecked(self, pred: np.ndarray, gt: np.ndarray, *, key: str | None = None) -> None:
+        """:meth:`update` without the checks (call :func:`label_problems` first).
+
+        ``key`` (the image's name) also records the image's own scores in :attr:`per_image`.
+        """
         k = self.num_classes
         valid = gt != self.ignore_index  # [H, W] bool
         index = gt[valid].astype(np.int64) * k + pred[valid].astype(np.int64)  # [N]
-        self.matrix += np.bincount(index, minlength=k * k).reshape(k, k)
+        image_matrix = np.bincount(index, minlength=k * k).reshape(k, k)  # [K, K] int64
+        self.matrix += image_matrix
         self.num_images += 1
+        if key is not None:
+            self.per_image.append({"key": key, **image_scores(image_matrix)})
 
     def check_compatible(self, other: ConfusionMatrix, *, what: str = "confusion matrix") -> None:
         """Raise :class:`EvaluationError` unless ``other`` scores the same classes the same way."""
@@ -227,6 +236,7 @@ class ConfusionMatrix:
         self.matrix += other.matrix
         self.num_images += other.num_images
         self.shards = tuple(sorted(self.shards + other.shards))
+        self.per_image += other.per_image
         return self
 
     def missing_shards(self) -> list[tuple[int, int]]:
@@ -282,6 +292,7 @@ class ConfusionMatrix:
             "num_images": self.num_images,
             "config": self.config,
             "shards": [list(s) for s in self.shards],
+            "per_image": _nan_rows_to_none(self.per_image),
         }
         with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
             np.savez(f, matrix=self.matrix, meta=np.array(json.dumps(meta)))
@@ -313,6 +324,7 @@ class ConfusionMatrix:
         cm.matrix = matrix
         cm.num_images = int(meta["num_images"])
         cm.shards = tuple(sorted((int(i), int(n)) for i, n in meta["shards"]))
+        cm.per_image = _none_rows_to_nan(meta.get("per_image", []))  # absent in older files
         return cm
 
 
@@ -337,11 +349,45 @@ def merge_confusions(parts: Iterable[tuple[str, ConfusionMatrix]]) -> ConfusionM
             merged.matrix += part.matrix
             merged.num_images = part.num_images
             merged.shards = part.shards
+            merged.per_image = list(part.per_image)
         else:
             merged.merge(part, what=name)
     if merged is None:
         raise EvaluationError("nothing to merge")
     return merged
+
+
+def image_scores(matrix: np.ndarray) -> dict[str, Any]:
+    """One image's scores from its own ``[K, K]`` confusion matrix, in percent.
+
+    Returns:
+        ``{"mIoU", "aAcc": float (NaN when no pixel is scored), "classes": [{"index", "iou"}]}``
+        where ``classes`` lists the classes in the image's ground truth or prediction (union > 0)
+        and ``mIoU`` is their mean, the dataset definition applied to one image.
+    """
+    m = np.asarray(matrix, dtype=np.float64)  # [K, K]
+    intersection = np.diag(m)  # [K]
+    union = m.sum(axis=1) + m.sum(axis=0) - intersection  # [K]
+    present = np.flatnonzero(union > 0)  # [P]
+    iou = intersection[present] / union[present] * 100  # [P]
+    total = m.sum()
+    return {
+        "mIoU": float(iou.mean()) if iou.size else math.nan,
+        "aAcc": float(intersection.sum() / total * 100) if total > 0 else math.nan,
+        "classes": [{"index": int(k), "iou": float(v)} for k, v in zip(present, iou, strict=True)],
+    }
+
+
+def _nan_rows_to_none(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-image rows for strict JSON (NaN → ``None``)."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in rows
+    ]
+
+
+def _none_rows_to_nan(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: math.nan if v is None else v for k, v in row.items()} for row in rows]
 
 
 def _nanmean(values: np.ndarray) -> float:

@@ -25,7 +25,9 @@ CHART_MAX_NAME_CHARS = 28
 
 def report_json(result: EvaluationResult) -> dict[str, Any]:
     """The JSON report: ``mIoU``, ``mAcc``, ``aAcc`` (percent), ``per_class``, ``num_images``,
-    ``config`` (and ``notes``); NaN becomes ``None``."""
+    ``config`` (and ``notes``), then ``per_image``: each image's ``{"key", "mIoU", "aAcc",
+    "classes": [{"index", "iou"}]}`` (:func:`scclip_cli.maps.metrics.image_scores`), by key.
+    NaN becomes ``None``."""
     metrics = result.metrics
     data = {
         "mIoU": metrics["mIoU"],
@@ -37,6 +39,7 @@ def report_json(result: EvaluationResult) -> dict[str, Any]:
     }
     if result.notes:
         data["notes"] = list(result.notes)
+    data["per_image"] = sorted(result.confusion.per_image, key=lambda row: row["key"].split("/"))
     return _nan_to_none(data)
 
 

@@ -551,6 +551,8 @@ def pair_predictions(
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds = _label_files(pred_dir, pred_suffix, "--pred", ignore=IGNORED_PRED_SUFFIXES)
     gts = _label_files(gt_dir, gt_suffix, "--gt")
+    if "legend" not in gts and (pred_dir / "legend.json").is_file():
+        preds.pop("legend", None)  # scclip segment's legend.png, beside its legend.json
     problems = [
         f"no ground truth for prediction {preds[k]} (expected {_expected(gt_dir, k, gt_suffix)})"
         for k in sorted(set(preds) - set(gts), key=_key_order)

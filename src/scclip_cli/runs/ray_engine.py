@@ -379,6 +379,7 @@ class _ScoreSum:
             raise RuntimeError(f"a worker returned a {matrix.shape} confusion matrix")
         self.confusion.matrix += matrix
         self.confusion.num_images += int(result["num_images"])
+        self.confusion.per_image += result.get("per_image", [])
         self.problems += result["problems"]
         self.on_scored(len(batch))
 
@@ -557,7 +558,8 @@ class EvalWorker(_WorkerBase):
         """The confusion matrix of ``items`` (``(position, sample)``) and their problems.
 
         Returns:
-            ``{"matrix": [K, K] int64, "num_images": int, "problems": [(position, text)]}``.
+            ``{"matrix": [K, K] int64, "num_images": int, "per_image": [row], "problems":
+            [(position, text)]}``.
             With a model, scoring stops at the first problem, as ``evaluate`` does.
         """
         from scclip_cli.runs.scoring import collect_problems, segmenter_source
@@ -581,6 +583,7 @@ class EvalWorker(_WorkerBase):
         return {
             "matrix": confusion.matrix,
             "num_images": confusion.num_images,
+            "per_image": confusion.per_image,
             "problems": problems,
         }
 

@@ -129,7 +129,7 @@ def _score_one(
         gt_name=str(sample.gt),
     )
     if not problems and not failed:
-        confusion.add_unchecked(pred, gt)
+        confusion.add_unchecked(pred, gt, key=sample.key)
     return problems
 
 

@@ -76,6 +76,7 @@ def segment(
     stdin: TextIO | None = None,
     read_workers: int | None = None,
     progress: bool | None = None,
+    report: bool = False,
 ) -> RunSummary:
     """Segment image files and folders into label PNGs and per-image JSON under ``out_dir``.
 
@@ -106,6 +107,8 @@ def segment(
         read_workers: decoding threads (default ``min(8, CPUs)``; on Ray, per worker: its CPUs,
             at most 8).
         progress: show the progress bar; by default when not ``quiet`` and stderr is a terminal.
+        report: at the end, write ``out_dir/report.html``
+            (:func:`scclip_cli.runs.report.write_report`), also when some images failed.
 
     Returns:
         The run's :class:`RunSummary` (``exit_code`` 0 when nothing failed, 1 otherwise), also
@@ -164,10 +167,11 @@ def segment(
                 progress=progress,
             )
             if finished is not None:
-                return finished
-        return _segment_on(
+                return _reported(finished, report, reporter)
+        summary = _segment_on(
             runner, spec, plan, class_names, legend, reporter, jsonl_stream, progress
         )
+    return _reported(summary, report, reporter)
 
 
 def _segment_on(
@@ -200,6 +204,16 @@ def _segment_on(
         with run.segmenting():
             session.segment(run.todo, run)
     return run.summary
+
+
+def _reported(summary: RunSummary, report: bool, reporter: Reporter) -> RunSummary:
+    """``summary``, after writing the run's review page when asked to."""
+    if report:
+        from scclip_cli.runs.report import write_report
+
+        page = write_report(summary.out_dir)
+        reporter.message(f"report: {page.path}")
+    return summary
 
 
 # --- setup -------------------------------------------------------------------------------------
