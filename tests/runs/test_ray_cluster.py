@@ -59,6 +59,10 @@ def head_node() -> Iterator[str]:
     cmd = [str(RAY_CLI), "start", "--head", "--block", f"--port={port}", "--num-cpus=1"]
     cmd += ["--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats"]
     cmd += [f"--dashboard-agent-listen-port={free_port()}"]
+    # `ray start` records its address for later drivers that name none; restored afterwards, so
+    # no run after this test tries to join the stopped node
+    current = Path("/tmp/ray/ray_current_cluster")
+    recorded = current.read_bytes() if current.is_file() else None
     head = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -72,6 +76,10 @@ def head_node() -> Iterator[str]:
                 os.killpg(head.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 head.wait(timeout=STOP_SECONDS)
+        if recorded is None:
+            current.unlink(missing_ok=True)
+        else:
+            current.write_bytes(recorded)
 
 
 def segment_on(address: str, root: Path, out: str, **env: str) -> subprocess.CompletedProcess[str]:
