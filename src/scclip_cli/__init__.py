@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from scclip_cli.errors import ScclipError
     from scclip_cli.predict.model_options import ModelOptions
     from scclip_cli.predict.segmenter import Segmentation, Segmenter
-    from scclip_cli.runs.ray_engine import RayOptions
     from scclip_cli.runs.evaluate import evaluate
+    from scclip_cli.runs.ray_engine import RayOptions
     from scclip_cli.runs.segment import segment
 
 _LAZY = {
