@@ -51,8 +51,8 @@ def plan(inputs: list[Any], out: Path, **options: Any) -> RunPlan:
 
 def record_for(job: Job) -> ImageRecord:
     width = 4 + job.order
-    classes = ({"index": 1, "name": "cat", "pixels": width * 3, "fraction": 1.0,
-                "mean_confidence": 0.5},)  # fmt: skip
+    cat = {"index": 1, "name": "cat", "pixels": width * 3, "fraction": 1.0}
+    classes = ({**cat, "mean_confidence": 0.5},)
     return ImageRecord(str(job.image.path), width, 3, classes)
 
 
@@ -170,10 +170,9 @@ def test_a_rerun_with_everything_complete_needs_no_model(tmp_path: Path) -> None
         complete(job)
 
     def rerun() -> Any:
-        return rerun_without_model(
-            p, CLASSES, read_legend_classes(p.out), model="m", pretrained="w",
-            reporter=Reporter(True),
-        )  # fmt: skip
+        legend = read_legend_classes(p.out)
+        reporter = Reporter(True)
+        return rerun_without_model(p, CLASSES, legend, model="m", pretrained="w", reporter=reporter)
 
     assert rerun() is None  # one image left: the model is needed
     complete(run.jobs[2])

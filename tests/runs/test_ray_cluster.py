@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,20 +51,23 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def head_node() -> Iterator[str]:
-    """``HOST:PORT`` of a one-CPU Ray head node started with ``ray start --head --block``."""
+    """``HOST:PORT`` of a one-CPU Ray head node started with ``ray start --head --block``.
+
+    Its temporary folder is its own: ``ray start`` writes the address of "the cluster on this
+    machine" there (``ray_current_cluster``), and a stopped head must not leave it in the shared
+    ``/tmp/ray`` for other drivers to find.
+    """
     pytest.importorskip("ray")
     if not RAY_CLI.is_file():
         pytest.skip("the ray command is not installed")
+    # short: Ray's socket paths under it must fit the 107 characters of a Unix socket name
+    temp_dir = tempfile.mkdtemp(prefix="scclip-ray-", dir="/tmp")
     port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     cmd = [str(RAY_CLI), "start", "--head", "--block", f"--port={port}", "--num-cpus=1"]
     cmd += ["--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats"]
-    cmd += [f"--dashboard-agent-listen-port={free_port()}"]
-    # `ray start` records its address for later drivers that name none; restored afterwards, so
-    # no run after this test tries to join the stopped node
-    current = Path("/tmp/ray/ray_current_cluster")
-    recorded = current.read_bytes() if current.is_file() else None
+    cmd += [f"--dashboard-agent-listen-port={free_port()}", f"--temp-dir={temp_dir}"]
     head = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -76,10 +81,7 @@ def head_node() -> Iterator[str]:
                 os.killpg(head.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 head.wait(timeout=STOP_SECONDS)
-        if recorded is None:
-            current.unlink(missing_ok=True)
-        else:
-            current.write_bytes(recorded)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def segment_on(address: str, root: Path, out: str, **env: str) -> subprocess.CompletedProcess[str]:
