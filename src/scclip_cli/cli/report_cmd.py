@@ -65,12 +65,7 @@ def report_command(
 
 def print_report_line(report: Report) -> None:
     """One line on stderr saying what :func:`~scclip_cli.runs.report.write_report` wrote."""
-    problems = f"; {len(report.problems)} problem(s), listed on the page" if report.problems else ""
-    print(
-        f"scclip: wrote {report.path} ({report.images} images; thumbnails: "
-        f"{report.thumbnails_drawn} drawn, {report.thumbnails_reused} reused){problems}",
-        file=sys.stderr,
-    )
+    print(f"scclip: {report.describe()}", file=sys.stderr)
 
 
 def _stderr_is_terminal() -> bool:

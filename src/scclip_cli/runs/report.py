@@ -61,6 +61,14 @@ class Report:
     problems: tuple[str, ...] = field(default_factory=tuple)
     """Files that could not be read or drawn (also listed on the page)."""
 
+    def describe(self) -> str:
+        """One line saying what was written, for the terminal."""
+        problems = f"; {len(self.problems)} problem(s), listed on the page" if self.problems else ""
+        return (
+            f"wrote {self.path} ({self.images} images; thumbnails: "
+            f"{self.thumbnails_drawn} drawn, {self.thumbnails_reused} reused){problems}"
+        )
+
 
 def write_report(
     out_dir: str | os.PathLike[str],

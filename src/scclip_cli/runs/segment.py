@@ -211,8 +211,7 @@ def _reported(summary: RunSummary, report: bool, reporter: Reporter) -> RunSumma
     if report:
         from scclip_cli.runs.report import write_report
 
-        page = write_report(summary.out_dir)
-        reporter.message(f"report: {page.path}")
+        reporter.message(write_report(summary.out_dir).describe())
     return summary
 
 
