@@ -72,6 +72,15 @@ OutOpt = Annotated[
 OverlayOpt = Annotated[
     bool, typer.Option("--overlay", help="Also write <stem>_overlay.jpg", rich_help_panel=RUN_PANEL)
 ]
+SaveConfidenceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--save-confidence",
+        help="Also write <stem>_conf.png: the winning class's probability per pixel as uint8 "
+        "(round(confidence*255)), at the image's size",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 OverwriteOpt = Annotated[
     bool,
     typer.Option(
@@ -117,6 +126,7 @@ def segment_command(
     area_threshold: AreaThresholdOpt = None,
     batch_size: BatchSizeOpt = None,
     overlay: OverlayOpt = False,
+    save_confidence: SaveConfidenceOpt = False,
     overwrite: OverwriteOpt = False,
     shard: ShardOpt = None,
     quiet: QuietOpt = False,
@@ -175,6 +185,7 @@ def segment_command(
             area_threshold=area_threshold,
             batch_size=batch_size,
             overlay=overlay,
+            save_confidence=save_confidence,
             overwrite=overwrite,
             shard=shard,
             quiet=quiet,

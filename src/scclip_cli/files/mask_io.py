@@ -31,6 +31,8 @@ MAX_LABEL_CLASSES = 1 << 16
 """16-bit label PNGs hold class indices up to 65535."""
 COLOR_SUFFIX = "_color.png"
 """Ending of the colour rendering written beside a 16-bit label PNG (``<stem>_color.png``)."""
+CONFIDENCE_SUFFIX = "_conf.png"
+"""Ending of the confidence map written with ``--save-confidence`` (``<stem>_conf.png``)."""
 OVERLAY_JPEG_QUALITY = 90
 LABEL_PNG_FORMATS = ("PNG", "BMP", "TIFF")
 """Lossless formats :func:`read_label_png` accepts (a JPEG would not keep exact class indices)."""
@@ -101,6 +103,20 @@ def write_label_png(
     color = color_path_for(path)
     _save_png(Image.fromarray(colorize(labels)), color)
     return [path, color]
+
+
+def confidence_to_uint8(confidence: np.ndarray) -> np.ndarray:
+    """``[H, W]`` float confidence in [0, 1] → ``[H, W]`` uint8 ``round(confidence * 255)``."""
+    scaled = np.rint(np.clip(np.asarray(confidence, dtype=np.float32), 0.0, 1.0) * 255.0)
+    return scaled.astype(np.uint8)
+
+
+def write_confidence_png(path: str | os.PathLike[str], confidence: np.ndarray) -> None:
+    """Write ``[H, W]`` float confidence in [0, 1] as an 8-bit greyscale PNG
+    (:func:`confidence_to_uint8`), atomically; read it back with ``value / 255``."""
+    from PIL import Image
+
+    _save_png(Image.fromarray(confidence_to_uint8(confidence), mode="L"), Path(path))
 
 
 def read_label_png(path: str | os.PathLike[str]) -> np.ndarray:
@@ -238,6 +254,13 @@ def write_legend_png(out_dir: str | os.PathLike[str], class_names: Sequence[str]
     path = Path(out_dir) / "legend.png"
     _save_png(_legend_image(legend_entries(class_names)), path)
     return path
+
+
+def mean_confidence(confidence: np.ndarray | None) -> float | None:
+    """The image-level mean of ``[H, W]`` confidence, rounded to 6 decimals (``None`` without)."""
+    if confidence is None:
+        return None
+    return round(float(np.asarray(confidence, dtype=np.float64).mean()), 6)
 
 
 def class_statistics(

@@ -81,6 +81,8 @@ class RunPlan:
     overlay: bool
     overwrite: bool
     preset: str | None
+    save_confidence: bool = False
+    """Also write ``<stem>_conf.png`` (part of an image's completeness)."""
 
     @property
     def reserved(self) -> tuple[str, ...]:
@@ -103,6 +105,7 @@ class RunPlan:
             "out": str(self.out),
             "preset": self.preset,
             "overlay": self.overlay,
+            "save_confidence": self.save_confidence,
             "overwrite": self.overwrite,
             "shard": self.shard.label if self.shard is not None else None,
             **extra,
@@ -121,6 +124,7 @@ def plan_run(
     batch_size: int | None,
     read_workers: int | None,
     stdin: TextIO | None,
+    save_confidence: bool = False,
 ) -> RunPlan:
     """Check the run's arguments, find its images and check that no output overwrites another
     (or an input), so a typo costs no model load.
@@ -145,9 +149,15 @@ def plan_run(
         overlay=overlay,
         overwrite=overwrite,
         preset=preset,
+        save_confidence=save_confidence,
     )
     check_collisions(
-        discovery.images, out, overlay=overlay, wide_labels=False, reserved=plan.reserved
+        discovery.images,
+        out,
+        overlay=overlay,
+        wide_labels=False,
+        reserved=plan.reserved,
+        confidence=save_confidence,
     )
     return plan
 
@@ -222,10 +232,11 @@ class SegmentRun:
                 overlay=plan.overlay,
                 wide_labels=True,
                 reserved=plan.reserved,
+                confidence=plan.save_confidence,
             )
         prepare_out_dir(plan.out, class_names, overwrite=plan.overwrite)
         jobs = [
-            Job(i, image, image.outputs(plan.out, overlay=plan.overlay, wide_labels=wide))
+            Job(i, image, _outputs(plan, image, wide))
             for i, image in enumerate(plan.images)
         ]
         run = cls(plan, class_names, jobs, reporter=reporter, jsonl_stream=jsonl_stream)
@@ -443,8 +454,7 @@ def nothing_to_segment(plan: RunPlan, class_names: tuple[str, ...]) -> bool:
         return False
     wide = len(class_names) > mask_io.MAX_PALETTE_CLASSES
     return all(
-        read_complete_record(image.outputs(plan.out, overlay=plan.overlay, wide_labels=wide))
-        is not None
+        read_complete_record(_outputs(plan, image, wide)) is not None
         for image in plan.images
     )
 
@@ -484,6 +494,12 @@ def rerun_without_model(
     return run.summary
 
 
+def _outputs(plan: RunPlan, image: InputImage, wide: bool) -> OutputPaths:
+    return image.outputs(
+        plan.out, overlay=plan.overlay, wide_labels=wide, confidence=plan.save_confidence
+    )
+
+
 def read_complete_record(outputs: OutputPaths) -> dict[str, Any] | None:
     """The ``<stem>.json`` record of a complete image (every file there, the JSON valid), else
     ``None``: an image to (re)do."""
@@ -511,6 +527,8 @@ def jsonl_record(job: Job, record: dict[str, Any], status: str) -> dict[str, Any
         line["overlay"] = str(job.outputs.overlay)
     if job.outputs.color is not None:
         line["color"] = str(job.outputs.color)
+    if job.outputs.confidence is not None:
+        line["confidence"] = str(job.outputs.confidence)
     line.update(width=record["width"], height=record["height"], classes=record["classes"])
     return line
 

@@ -40,7 +40,7 @@ from typing import TextIO
 
 from scclip_cli.errors import InputError, UsageError
 from scclip_cli.files.image_io import IMAGE_EXTENSIONS, is_image_path
-from scclip_cli.files.mask_io import COLOR_SUFFIX
+from scclip_cli.files.mask_io import COLOR_SUFFIX, CONFIDENCE_SUFFIX
 
 STDIN_MARKER = "-"
 """The INPUT that stands for newline-separated paths on stdin."""
@@ -63,9 +63,13 @@ class InputImage:
         """``relative`` without its suffix: every output of the image is named after it."""
         return self.relative.with_suffix("") if self.relative.suffix else self.relative
 
-    def outputs(self, out_dir: Path, *, overlay: bool, wide_labels: bool) -> OutputPaths:
+    def outputs(
+        self, out_dir: Path, *, overlay: bool, wide_labels: bool, confidence: bool = False
+    ) -> OutputPaths:
         """Where this image's files go under ``out_dir``."""
-        return OutputPaths.for_stem(out_dir, self.stem, overlay=overlay, wide_labels=wide_labels)
+        return OutputPaths.for_stem(
+            out_dir, self.stem, overlay=overlay, wide_labels=wide_labels, confidence=confidence
+        )
 
 
 @dataclass(frozen=True)
@@ -80,10 +84,18 @@ class OutputPaths:
     """``<stem>_overlay.jpg`` when overlays are requested."""
     color: Path | None = None
     """``<stem>_color.png``: colour rendering, written beside a 16-bit mask (more than 256 classes)."""
+    confidence: Path | None = None
+    """``<stem>_conf.png``: uint8 confidence map, with ``--save-confidence``."""
 
     @classmethod
     def for_stem(
-        cls, out_dir: Path, stem: PurePosixPath, *, overlay: bool, wide_labels: bool
+        cls,
+        out_dir: Path,
+        stem: PurePosixPath,
+        *,
+        overlay: bool,
+        wide_labels: bool,
+        confidence: bool = False,
     ) -> OutputPaths:
         base = out_dir.joinpath(*stem.parts)
         return cls(
@@ -91,11 +103,12 @@ class OutputPaths:
             json=base.with_name(base.name + ".json"),
             overlay=base.with_name(base.name + OVERLAY_SUFFIX) if overlay else None,
             color=base.with_name(base.name + COLOR_SUFFIX) if wide_labels else None,
+            confidence=base.with_name(base.name + CONFIDENCE_SUFFIX) if confidence else None,
         )
 
     def files(self) -> tuple[Path, ...]:
         """Every file of the image, the completion marker (``json``) last."""
-        extra = tuple(p for p in (self.color, self.overlay) if p is not None)
+        extra = tuple(p for p in (self.color, self.overlay, self.confidence) if p is not None)
         return (self.mask, *extra, self.json)
 
     def complete(self) -> bool:
@@ -223,6 +236,7 @@ def check_collisions(
     overlay: bool,
     wide_labels: bool,
     reserved: Iterable[str] = (),
+    confidence: bool = False,
 ) -> None:
     """Raise :class:`InputError` when two images would write the same file.
 
@@ -236,7 +250,9 @@ def check_collisions(
     names = [f"the run's own {name}" for name in run_files]
     collisions: list[str] = []
     for i, image in enumerate(images):
-        outputs = OutputPaths.for_stem(Path(), image.stem, overlay=overlay, wide_labels=wide_labels)
+        outputs = OutputPaths.for_stem(
+            Path(), image.stem, overlay=overlay, wide_labels=wide_labels, confidence=confidence
+        )
         for out in outputs.files():
             key = out.as_posix()
             other = owner.setdefault(key, i)
@@ -251,11 +267,18 @@ def check_collisions(
             f"output collision: {shown}{tail}. Rename the inputs or segment them into separate "
             "--out folders"
         )
-    _check_inputs_not_overwritten(images, out_dir, overlay=overlay, wide_labels=wide_labels)
+    _check_inputs_not_overwritten(
+        images, out_dir, overlay=overlay, wide_labels=wide_labels, confidence=confidence
+    )
 
 
 def _check_inputs_not_overwritten(
-    images: Sequence[InputImage], out_dir: Path, *, overlay: bool, wide_labels: bool
+    images: Sequence[InputImage],
+    out_dir: Path,
+    *,
+    overlay: bool,
+    wide_labels: bool,
+    confidence: bool = False,
 ) -> None:
     # Compare absolute, symlink-free spellings. Only the folders are resolved (one call per
     # distinct parent), so this stays cheap for a million images.
@@ -271,7 +294,7 @@ def _check_inputs_not_overwritten(
     out_real = Path(os.path.realpath(out_dir))
     for image in images:
         outputs = OutputPaths.for_stem(
-            out_real, image.stem, overlay=overlay, wide_labels=wide_labels
+            out_real, image.stem, overlay=overlay, wide_labels=wide_labels, confidence=confidence
         )
         for out in outputs.files():
             victim = sources.get(os.fspath(out))

@@ -347,11 +347,14 @@ class _Pipeline:
             mask_io.write_label_png(outputs.mask, labels, len(self.class_names))
             if outputs.overlay is not None and decoded.rgb is not None:
                 mask_io.write_overlay_jpg(outputs.overlay, decoded.rgb, labels)
+            if outputs.confidence is not None:
+                mask_io.write_confidence_png(outputs.confidence, result.confidence)
             classes = mask_io.class_statistics(labels, result.confidence, list(self.class_names))
             record = {
                 "path": str(job.image.path),
                 "width": int(width),
                 "height": int(height),
+                "mean_confidence": mask_io.mean_confidence(result.confidence),
                 "classes": classes,
             }
             atomic_write_text(outputs.json, json.dumps(record, indent=2) + "\n")
