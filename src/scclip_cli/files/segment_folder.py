@@ -205,9 +205,7 @@ def scan_segment_folder(folder: str | os.PathLike[str]) -> SegmentFolder:
         elif is_label_map(path):
             orphans.append(path)
     lonely = [
-        path
-        for key, path in json_files
-        if key not in mask_keys and read_record(path) is not None
+        path for key, path in json_files if key not in mask_keys and read_record(path) is not None
     ]
     images.sort(key=lambda image: tuple(image.key.split("/")))
     return SegmentFolder(root, legend, images, sorted(orphans), sorted(lonely))

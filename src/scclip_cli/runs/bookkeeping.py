@@ -235,10 +235,7 @@ class SegmentRun:
                 confidence=plan.save_confidence,
             )
         prepare_out_dir(plan.out, class_names, overwrite=plan.overwrite)
-        jobs = [
-            Job(i, image, _outputs(plan, image, wide))
-            for i, image in enumerate(plan.images)
-        ]
+        jobs = [Job(i, image, _outputs(plan, image, wide)) for i, image in enumerate(plan.images)]
         run = cls(plan, class_names, jobs, reporter=reporter, jsonl_stream=jsonl_stream)
         run.legend_image = LegendImage(plan.out, class_names)
         remove_stale_temporaries(run.todo)
@@ -454,8 +451,7 @@ def nothing_to_segment(plan: RunPlan, class_names: tuple[str, ...]) -> bool:
         return False
     wide = len(class_names) > mask_io.MAX_PALETTE_CLASSES
     return all(
-        read_complete_record(_outputs(plan, image, wide)) is not None
-        for image in plan.images
+        read_complete_record(_outputs(plan, image, wide)) is not None for image in plan.images
     )
 
 
