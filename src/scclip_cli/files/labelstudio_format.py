@@ -56,7 +56,7 @@ def encode_brush_rle(mask: np.ndarray) -> list[int]:
     length = np.minimum(run_length - index_in_run * _MAX_RUN, _MAX_RUN)
     # smallest field that holds length - 1
     field = np.zeros(length.size, dtype=np.int64)
-    for i, bits in enumerate(RLE_FIELD_BITS[:-1]):
+    for bits in RLE_FIELD_BITS[:-1]:
         field += (length - 1) >= (1 << bits)
     field_bits = np.asarray(RLE_FIELD_BITS, dtype=np.int64)[field]
     code = (((4 + field) << field_bits | (length - 1)) << RLE_WORD_BITS) | value  # 1, field, ...

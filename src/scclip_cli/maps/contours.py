@@ -111,23 +111,26 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
     edge_at = np.full((height + 3) * stride * 4, -1, dtype=np.int64)
     edge_at[start_id * 4 + direction] = np.arange(start.shape[0])
     successor = np.full(start.shape[0], -1, dtype=np.int64)
-    # At a corner with two ways on (foreground touching diagonally) turning left keeps the two
-    # pixels in one loop; elsewhere there is exactly one way on.
+    # At a corner with two ways on (a pinch: foreground touching diagonally) turning left keeps
+    # the two pixels in one loop; elsewhere there is exactly one way on.
     for turn in (3, 0, 1):  # left, straight, right
         candidate = edge_at[end_id * 4 + (direction + turn) % 4]
         successor = np.where(successor < 0, candidate, successor)
     assert (successor >= 0).all(), "every boundary edge continues"
     leaving = np.bincount(start_id, minlength=(height + 3) * stride)
     pinch = leaving[start_id] > 1
-    turning = direction != direction[_predecessor(successor)]
-    offsets = _INWARD[direction[_predecessor(successor)]] + _INWARD[direction]
-    # corner + half the two inward normals, minus the padding and the half-pixel → pixel index
-    vertex = (2 * start + offsets) // 2 - 1
-    keep = turning & ~pinch
+    incoming = direction[_predecessor(successor)]
+    turning = direction != incoming
+    # Vertices in doubled coordinates, then halved: a turn gives the centre of the pixel in its
+    # corner (the corner moved half a pixel along both inward normals). A pinch gives two: the
+    # centres of the pixel the walk leaves and of the pixel it enters, so a chain of pixels that
+    # touch only at corners is walked through every one of them.
+    corner2 = 2 * start - 3  # doubled, minus the padding and the half pixel
+    vertex = (corner2 + _INWARD[incoming] + _INWARD[direction]) // 2
+    leave = (corner2 + _INWARD[incoming] - _DIRECTIONS[incoming]) // 2
+    enter = (corner2 + _INWARD[direction] + _DIRECTIONS[direction]) // 2
+    keep = turning | pinch
     # The next kept edge after each edge, by pointer doubling (runs between turns can be long).
-    # A loop whose every turn is a diagonal pinch (a hole one pixel thin, such as a background
-    # pixel whose four sides are foreground and four corners background) has no kept vertex: it
-    # never converges, is never walked, and its hole ends up filled.
     jump = np.where(keep, np.arange(keep.size), successor)
     for _ in range(int(keep.size).bit_length() + 1):
         doubled = jump[jump]
@@ -147,7 +150,16 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
             seen[edge] = 1
             order.append(edge)
             edge = next_kept[edge]
-        loops.append(vertex[order])
+        chosen = np.asarray(order)
+        at_pinch = pinch[chosen]
+        points = np.where(at_pinch[:, None], leave[chosen], vertex[chosen])
+        if at_pinch.any():  # add each pinch's second vertex right after its first
+            slots = np.arange(chosen.size) + np.cumsum(at_pinch) - at_pinch
+            merged = np.empty((chosen.size + int(at_pinch.sum()), 2), dtype=np.int64)
+            merged[slots] = points
+            merged[slots[at_pinch] + 1] = enter[chosen[at_pinch]]
+            points = merged
+        loops.append(points)
     return loops
 
 
