@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from support.segment_output import make_segment_output, sample_label_maps
 
 from scclip_cli.errors import ExportError, UsageError
 from scclip_cli.files.labelstudio_format import decode_brush_rle
 from scclip_cli.maps.contours import connected_components
 from scclip_cli.runs.export import export_masks
+from support.segment_output import make_segment_output, sample_label_maps
 
 NAMES = ["background", "sky", "person", "cat", "cup", "grass"]
 HOSTILE = ['back"ground', "a, b", "<tag>", "x & y", "key: value", "chat été", "猫"]
@@ -182,7 +182,9 @@ def test_yolo_polygons_reproduce_each_component(masks, images, maps, tmp_path):
                 if component.sum() < 64:
                     continue
                 best = max(
-                    (d & component).sum() / (d | component).sum() for d in drawn if d[component].any()
+                    (d & component).sum() / (d | component).sum()
+                    for d in drawn
+                    if d[component].any()
                 )
                 assert best >= 0.98, (stem, int(k), c, best)
                 checked += 1
@@ -204,10 +206,10 @@ def test_min_area_drops_specks(tmp_path):
 
 def test_confidence_order_puts_least_confident_first(tmp_path):
     labels = np.zeros((8, 8), dtype=np.int64)
-    conf = {k: np.full((8, 8), v, dtype=np.float32) for k, v in [("a", 0.9), ("b", 0.2), ("c", 0.5)]}
-    masks = make_segment_output(
-        tmp_path / "m", ["bg"], {k: labels for k in conf}, confidence=conf
-    )
+    conf = {
+        k: np.full((8, 8), v, dtype=np.float32) for k, v in [("a", 0.9), ("b", 0.2), ("c", 0.5)]
+    }
+    masks = make_segment_output(tmp_path / "m", ["bg"], {k: labels for k in conf}, confidence=conf)
     export_masks(masks, "labelstudio", tmp_path / "t.json", order="confidence")
     tasks = json.loads((tmp_path / "t.json").read_text())
     assert [t["meta"]["mask"] for t in tasks] == ["b", "c", "a"]
@@ -283,7 +285,9 @@ def test_mask_values_beyond_the_legend_stop_midway_and_leave_nothing(tmp_path):
     from scclip_cli.files.mask_io import write_label_png
 
     write_label_png(masks / "b.png", bad, 3)  # b.json still says only class 0
-    (masks / "legend.json").write_text(json.dumps(json.loads((masks / "legend.json").read_text())[:2]))
+    (masks / "legend.json").write_text(
+        json.dumps(json.loads((masks / "legend.json").read_text())[:2])
+    )
     before = set(tmp_path.rglob("*"))
     for to, out in [("labelstudio", "t.json"), ("yolo", "y"), ("cvat", "v.zip")]:
         with pytest.raises(ExportError, match="legend does not match"):

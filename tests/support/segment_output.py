@@ -46,7 +46,7 @@ def make_segment_output(
         conf = (confidence or {}).get(key)
         if conf is None:
             conf = np.full(labels.shape, 0.5, dtype=np.float32)
-        mask_io.write_label_png(root / f"{key}.png", labels, len(class_names))
+        mask_io.write_label_png(root / f"{key}.png", labels, len(class_names))  # makes folders
         record = {
             "path": f"images/{key}.jpg",
             "width": int(labels.shape[1]),
