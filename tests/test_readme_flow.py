@@ -57,7 +57,7 @@ def test_readme_commands_chain(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for command in README_COMMANDS:
         rc = main(argv_of(command))
-        out, err = capsys.readouterr()
+        _, err = capsys.readouterr()
         assert rc == 0, f"{command}\n{err}"
         assert "Traceback" not in err
     stems = sorted(p.stem for p in (ROOT / "sample_images").glob("*.jpg"))

@@ -268,11 +268,11 @@ def test_legend_that_does_not_match(masks, tmp_path):
     legend = json.loads((masks / "legend.json").read_text())
     (masks / "legend.json").write_text(json.dumps(legend[:3]))
     before = set(tmp_path.rglob("*"))
-    with pytest.raises(ExportError, match="not in legend.json"):
+    with pytest.raises(ExportError, match=r"not in legend\.json"):
         export_masks(masks, "cvat", tmp_path / "v.zip")
     legend[2]["name"] = "dog"
     (masks / "legend.json").write_text(json.dumps(legend))
-    with pytest.raises(ExportError, match="legend.json names it 'dog'"):
+    with pytest.raises(ExportError, match=r"legend\.json names it 'dog'"):
         export_masks(masks, "coco", tmp_path / "c.json")
     assert leaves_nothing(tmp_path, before)
 

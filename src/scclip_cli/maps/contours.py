@@ -88,7 +88,7 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
     # [c + 1, c + 2], y in [r + 1, r + 2]. An edge starts at its corner and runs in its direction.
     starts: list[np.ndarray] = []
     dirs: list[np.ndarray] = []
-    for direction, (neighbour, corner) in enumerate(
+    for side, (neighbour, corner) in enumerate(
         (
             (padded[:-2, 1:-1], (1, 1)),  # top side exposed: runs right from the top-left corner
             (padded[1:-1, 2:], (2, 1)),  # right side: runs down from the top-right corner
@@ -98,7 +98,7 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
     ):
         rows, cols = np.nonzero(inside & ~neighbour)
         starts.append(np.stack([cols + corner[0], rows + corner[1]], axis=1))
-        dirs.append(np.full(rows.size, direction, dtype=np.int64))
+        dirs.append(np.full(rows.size, side, dtype=np.int64))
     start = np.concatenate(starts)
     direction = np.concatenate(dirs)
     if start.size == 0:
