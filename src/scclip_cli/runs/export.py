@@ -419,7 +419,9 @@ def _write_cvat(
     colors = np.array([e.color for e in legend], dtype=np.uint8)
     stems: list[str] = []
     with zipfile.ZipFile(temps[0], "x", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("labelmap.txt", labelmap_text([e.name for e in legend], [e.color for e in legend]))
+        archive.writestr(
+            "labelmap.txt", labelmap_text([e.name for e in legend], [e.color for e in legend])
+        )
         for item in items:
             labels = _read_labels(item.image, len(legend))
             if options.min_area > 1:
