@@ -197,13 +197,12 @@ def legend_entries(class_names: Sequence[str]) -> list[dict[str, Any]]:
 
 def _legend_image(entries: list[dict[str, Any]]) -> Any:
     """A white image with one row per class: its colour swatch and ``index name``."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    try:
-        font: Any = ImageFont.load_default(size=_LEGEND_FONT_SIZE)
-    except TypeError:  # Pillow < 10.1: a fixed-size bitmap font only
-        font = ImageFont.load_default()
+    from scclip_cli.files.fonts import label_font
+
     labels = [f"{e['index']}  {e['name']}" for e in entries]
+    font = label_font(_LEGEND_FONT_SIZE, labels)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_width = max((math.ceil(probe.textlength(t, font=font)) for t in labels), default=0)
     swatch_w, swatch_h = _LEGEND_SWATCH
@@ -234,7 +233,9 @@ def write_legend(out_dir: str | os.PathLike[str], class_names: Sequence[str]) ->
     """Write ``legend.json`` and ``legend.png`` (colour swatch and name per class) into ``out_dir``.
 
     ``legend.json`` is a list of ``{"index", "name", "color": [r, g, b]}`` (:func:`legend_entries`);
-    ``legend.png`` draws the swatches with Pillow's default font, 40 classes per column.
+    ``legend.png`` draws the swatches and names (in :func:`scclip_cli.files.fonts.label_font`,
+    which has glyphs for accented and, where the system has a font for them, CJK names), 40
+    classes per column.
 
     Returns:
         The paths of ``legend.json`` and ``legend.png``.
