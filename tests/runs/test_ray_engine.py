@@ -77,7 +77,9 @@ def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     vocab.write_text(CLASSES, encoding="utf-8")
     local = root / "local"
     with torch_threads(1):
-        summary = segment([images], vocab, local, quiet=True, overlay=True, **TINY, **FAST)
+        summary = segment(
+            [images], vocab, local, quiet=True, overlay=True, save_confidence=True, **TINY, **FAST
+        )
     assert (summary.done, summary.failed) == (len(zoo.sizes), len(zoo.failing))
     return {"zoo": zoo, "images": images, "vocab": vocab, "local": local}
 
@@ -126,6 +128,7 @@ def segment_on_ray(zoo_run: dict[str, Any], out: Path, **options: Any) -> Any:
         ray_options=ray_options,
         quiet=True,
         overlay=True,
+        save_confidence=True,
         **TINY,
         **FAST,
         **options,
@@ -256,6 +259,7 @@ def test_segment_on_ray_writes_what_the_local_engine_writes(
     )
     assert summary.exit_code == 1
     assert per_image_outputs(out) == per_image_outputs(local)  # masks, overlays, JSON: bytes
+    assert len(list(out.rglob("*_conf.png"))) == len(zoo.sizes)  # written by the shared writer
     assert (out / "failures.jsonl").read_bytes() == (local / "failures.jsonl").read_bytes()
     assert (out / "legend.json").read_bytes() == (local / "legend.json").read_bytes()
     assert comparable_summary(out / "summary.json") == comparable_summary(local / "summary.json")

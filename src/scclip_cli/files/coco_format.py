@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+_PIECES_PER_CALL = 16
+"""Pieces stacked per pycocotools call (each a full-size uint8 plane)."""
+
 
 def coco_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO RLE of a binary mask with its area and box.
@@ -40,6 +43,40 @@ def coco_rle(mask: np.ndarray) -> dict[str, Any]:
         "area": area,
         "bbox": bbox,
     }
+
+
+def coco_rle_pieces(
+    labels: np.ndarray, boxes: list[tuple[slice, slice]], count: int
+) -> list[dict[str, Any]]:
+    """:func:`coco_rle` of each piece ``k`` in ``1..count`` of a ``[H, W]`` int piece map,
+    encoded a few at a time (pycocotools takes a ``[H, W, N]`` stack); ``boxes[k - 1]`` bounds
+    piece ``k``, so each piece is copied from its box only."""
+    from pycocotools import mask as mask_utils
+
+    results: list[dict[str, Any]] = []
+    height, width = labels.shape
+    for first in range(1, count + 1, _PIECES_PER_CALL):
+        last = min(first + _PIECES_PER_CALL, count + 1)
+        stack = np.zeros((height, width, last - first), dtype=np.uint8, order="F")
+        for k in range(first, last):
+            box = boxes[k - 1]
+            stack[box + (k - first,)] = labels[box] == k
+        rles = mask_utils.encode(stack)
+        areas = mask_utils.area(rles)
+        bboxes = mask_utils.toBbox(rles)
+        for rle, area, bbox in zip(rles, areas, bboxes, strict=True):
+            counts = rle["counts"]
+            results.append(
+                {
+                    "segmentation": {
+                        "size": [int(v) for v in rle["size"]],
+                        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+                    },
+                    "area": int(area),
+                    "bbox": [float(v) for v in bbox],
+                }
+            )
+    return results
 
 
 def coco_category(index: int, name: str, color: tuple[int, int, int]) -> dict[str, Any]:

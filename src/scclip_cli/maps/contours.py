@@ -47,6 +47,14 @@ def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels.astype(np.int32, copy=False), int(count)
 
 
+def component_boxes(labels: np.ndarray) -> list[tuple[slice, slice]]:
+    """The bounding box (row slice, column slice) of each component ``1..count`` of a
+    :func:`connected_components` map, in order."""
+    from scipy import ndimage
+
+    return [box for box in ndimage.find_objects(labels) if box is not None]
+
+
 def remove_small_components(mask: np.ndarray, min_area: int) -> np.ndarray:
     """``mask`` without its 8-connected components of fewer than ``min_area`` pixels.
 

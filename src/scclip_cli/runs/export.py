@@ -305,8 +305,8 @@ def _class_scores(image: SegmentedImage) -> dict[int, float]:
 def _write_coco(
     folder: SegmentFolder, items: Sequence[_Item], options: _Options, temps: list[Path]
 ) -> int:
-    from scclip_cli.files.coco_format import coco_category, coco_rle
-    from scclip_cli.maps.contours import connected_components
+    from scclip_cli.files.coco_format import coco_category, coco_rle, coco_rle_pieces
+    from scclip_cli.maps.contours import component_boxes, connected_components
 
     legend = folder.legend
     categories = [
@@ -330,16 +330,17 @@ def _write_coco(
         )
         scores = _class_scores(image)
         for index, mask in _class_masks(labels, options):
-            pieces = [mask]
             if options.instances:
                 components, count = connected_components(mask)
-                pieces = [components == k for k in range(1, count + 1)]
+                pieces = coco_rle_pieces(components, component_boxes(components), count)
+            else:
+                pieces = [coco_rle(mask)]
             for piece in pieces:
                 annotation = {
                     "id": len(annotations) + 1,
                     "image_id": image_id,
                     "category_id": index,
-                    **coco_rle(piece),
+                    **piece,
                     "iscrowd": int(options.iscrowd),
                 }
                 if index in scores:
