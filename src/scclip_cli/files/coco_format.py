@@ -60,7 +60,7 @@ def coco_rle_pieces(
         stack = np.zeros((height, width, last - first), dtype=np.uint8, order="F")
         for k in range(first, last):
             box = boxes[k - 1]
-            stack[box + (k - first,)] = labels[box] == k
+            stack[(*box, k - first)] = labels[box] == k
         rles = mask_utils.encode(stack)
         areas = mask_utils.area(rles)
         bboxes = mask_utils.toBbox(rles)
