@@ -115,11 +115,11 @@ def trace(name: str, module: object, component: np.ndarray) -> list[np.ndarray]:
     if name.startswith("own"):
         return component_polygons(component)
     if name.startswith("OpenCV"):
-        contours, _ = module.findContours(  # type: ignore[attr-defined]
-            component.astype(np.uint8), module.RETR_EXTERNAL, module.CHAIN_APPROX_SIMPLE  # type: ignore[attr-defined]
+        contours, _ = module.findContours(
+            component.astype(np.uint8), module.RETR_EXTERNAL, module.CHAIN_APPROX_SIMPLE
         )
         return [c.reshape(-1, 2) for c in contours]
-    contours = module.find_contours(component.astype(np.float32), 0.5)  # type: ignore[attr-defined]
+    contours = module.find_contours(component.astype(np.float32), 0.5)
     return [np.rint(c[:, ::-1]).astype(int) for c in contours]
 
 

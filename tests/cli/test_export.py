@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from support.segment_output import make_segment_output
 
 from scclip_cli.cli.app import main
+from support.segment_output import make_segment_output
 
 
 def run(args, capsys):
