@@ -18,7 +18,8 @@ OpenCV's ``fillPoly``, which Ultralytics uses to turn labels back into masks): f
 of a component gives back exactly that component, one-pixel-wide parts included.
 
 A component with holes becomes one polygon (YOLO has no holes): each hole's loop, which runs the
-other way round, is joined to the outer loop by a zero-width cut between their nearest vertices, so
+other way round, is joined to the outer loop by a zero-width cut (from the hole's topmost vertex to
+the nearest outer vertex), so
 both even-odd and non-zero filling leave the hole empty; only the pixels along the cut are drawn.
 """
 
@@ -115,18 +116,25 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
     end = start + _DIRECTIONS[direction]
     start_id = start[:, 1] * stride + start[:, 0]
     end_id = end[:, 1] * stride + end[:, 0]
-    # edge_at[corner * 4 + direction] → the edge leaving that corner in that direction
-    edge_at = np.full((height + 3) * stride * 4, -1, dtype=np.int64)
-    edge_at[start_id * 4 + direction] = np.arange(start.shape[0])
+    # The edge leaving each corner in each direction, looked up among the edges' own keys (sorted),
+    # so the cost follows the boundary's length, not the box's area.
+    keys = start_id * 4 + direction
+    by_key = np.argsort(keys)
+    sorted_keys = keys[by_key]
+
+    def edge_at(query: np.ndarray) -> np.ndarray:
+        position = np.minimum(np.searchsorted(sorted_keys, query), sorted_keys.size - 1)
+        return np.where(sorted_keys[position] == query, by_key[position], -1)
+
     successor = np.full(start.shape[0], -1, dtype=np.int64)
     # At a corner with two ways on (a pinch: foreground touching diagonally) turning left keeps
     # the two pixels in one loop; elsewhere there is exactly one way on.
     for turn in (3, 0, 1):  # left, straight, right
-        candidate = edge_at[end_id * 4 + (direction + turn) % 4]
+        candidate = edge_at(end_id * 4 + (direction + turn) % 4)
         successor = np.where(successor < 0, candidate, successor)
     assert (successor >= 0).all(), "every boundary edge continues"
-    leaving = np.bincount(start_id, minlength=(height + 3) * stride)
-    pinch = leaving[start_id] > 1
+    _, corner_index, leaving = np.unique(start_id, return_inverse=True, return_counts=True)
+    pinch = leaving[corner_index] > 1
     incoming = direction[_predecessor(successor)]
     turning = direction != incoming
     # Vertices in doubled coordinates, then halved: a turn gives the centre of the pixel in its
@@ -181,7 +189,7 @@ def is_clockwise(loop: np.ndarray) -> bool:
     """Whether a loop runs clockwise on screen (y down): an outer boundary. Degenerate loops
     (zero area: a pixel, a line) count as outer."""
     x, y = loop[:, 0].astype(np.float64), loop[:, 1].astype(np.float64)
-    area2 = float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+    area2 = float(x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1])
     return area2 >= 0
 
 
@@ -221,8 +229,9 @@ def component_polygons(mask: np.ndarray, min_area: int = 1) -> list[np.ndarray]:
 
 
 def _join_hole(outer: np.ndarray, hole: np.ndarray) -> np.ndarray:
-    """``outer`` with ``hole`` spliced in through a cut between their nearest vertices."""
-    diff = outer[:, None, :] - hole[None, :, :]
-    distance = (diff * diff).sum(axis=2)
-    i, j = np.unravel_index(int(np.argmin(distance)), distance.shape)
+    """``outer`` with ``hole`` spliced in through a cut from the hole's topmost vertex to the
+    outer vertex nearest to it (linear in the vertex counts)."""
+    j = int(np.lexsort((hole[:, 0], hole[:, 1]))[0])
+    diff = outer - hole[j]
+    i = int(np.argmin((diff * diff).sum(axis=1)))
     return np.concatenate([outer[: i + 1], hole[j:], hole[: j + 1], outer[i:]])
