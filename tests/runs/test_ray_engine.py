@@ -304,7 +304,7 @@ def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
     # complete) and a temporary file of a dead process: the run finishes the rest.
     local_files = per_image_outputs(zoo_run["local"])
     for name in ("kinds/rgb", "kinds/gray"):
-        for suffix in (".png", "_overlay.jpg", ".json"):
+        for suffix in (".png", "_overlay.jpg", "_conf.png", ".json"):
             target = out / f"{name}{suffix}"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(local_files[f"{name}{suffix}"])
