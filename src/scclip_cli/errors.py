@@ -59,3 +59,8 @@ class EvaluationError(ScclipError):
 
 class DatasetLayoutError(ScclipError):
     """A ``--dataset`` root that does not have the expected benchmark layout."""
+
+
+class ExportError(ScclipError):
+    """A folder that cannot be exported (not a segment output, incomplete or mismatched files),
+    or an export target that is already there."""

@@ -15,7 +15,7 @@ def test_help_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for command in ("segment", "eval", "vocab"):
+    for command in ("segment", "eval", "vocab", "export"):
         assert command in out.stdout
 
 
@@ -23,7 +23,7 @@ def test_subcommand_help_does_not_import_torch():
     code = (
         "import sys\n"
         "from scclip_cli.cli.app import main\n"
-        "for cmd in ('segment', 'eval', 'vocab'):\n"
+        "for cmd in ('segment', 'eval', 'vocab', 'export'):\n"
         "    assert main([cmd, '--help']) == 0\n"
         "assert 'torch' not in sys.modules\n"
     )

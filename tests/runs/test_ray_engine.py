@@ -88,7 +88,16 @@ def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     vocab.write_text(CLASSES, encoding="utf-8")
     local = root / "local"
     with torch_threads(1):
-        summary = segment([images], vocab, local, quiet=True, overlay=True, model=TINY, **WINDOWS)
+        summary = segment(
+            [images],
+            vocab,
+            local,
+            quiet=True,
+            overlay=True,
+            save_confidence=True,
+            model=TINY,
+            **WINDOWS,
+        )
     assert (summary.done, summary.failed) == (len(zoo.sizes), len(zoo.failing))
     return {"zoo": zoo, "images": images, "vocab": vocab, "local": local}
 
@@ -136,6 +145,7 @@ def segment_on_ray(zoo_run: dict[str, Any], out: Path, **ray: Any) -> Any:
         engine=RayOptions(workers=2, images_per_task=2, **ray),
         quiet=True,
         overlay=True,
+        save_confidence=True,
         model=TINY,
         **WINDOWS,
     )
@@ -262,6 +272,7 @@ def test_segment_on_ray_writes_what_the_local_engine_writes(
     )
     assert summary.exit_code == 1
     assert per_image_outputs(out) == per_image_outputs(local)  # masks, overlays, JSON: bytes
+    assert len(list(out.rglob("*_conf.png"))) == len(zoo.sizes)  # written by the shared writer
     assert (out / "failures.jsonl").read_bytes() == (local / "failures.jsonl").read_bytes()
     assert (out / "legend.json").read_bytes() == (local / "legend.json").read_bytes()
     assert comparable_summary(out / "summary.json") == comparable_summary(local / "summary.json")
@@ -307,7 +318,7 @@ def test_a_killed_worker_is_replaced_and_the_run_ends_as_if_nothing_happened(
     # complete) and a temporary file of a dead process: the run finishes the rest.
     local_files = per_image_outputs(zoo_run["local"])
     for name in ("kinds/rgb", "kinds/gray"):
-        for suffix in (".png", "_overlay.jpg", ".json"):
+        for suffix in (".png", "_overlay.jpg", "_conf.png", ".json"):
             target = out / f"{name}{suffix}"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(local_files[f"{name}{suffix}"])

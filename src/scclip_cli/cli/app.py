@@ -64,11 +64,12 @@ def _register_commands() -> None:
     # fixed and the modules free of any import of this one.
     if app.registered_commands:
         return
-    from scclip_cli.cli import eval_cmd, report_cmd, segment_cmd, vocab_cmd
+    from scclip_cli.cli import eval_cmd, export_cmd, report_cmd, segment_cmd, vocab_cmd
 
     app.command("segment")(segment_cmd.segment_command)
     app.command("eval")(eval_cmd.eval_command)
     app.command("vocab")(vocab_cmd.vocab_command)
+    app.command("export")(export_cmd.export_command)
     app.command("report")(report_cmd.report_command)
 
 

@@ -33,6 +33,15 @@ OutOpt = Annotated[
 OverlayOpt = Annotated[
     bool, typer.Option("--overlay", help="Also write <stem>_overlay.jpg", rich_help_panel=RUN_PANEL)
 ]
+SaveConfidenceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--save-confidence",
+        help="Also write <stem>_conf.png: the winning class's probability per pixel as uint8 "
+        "(round(confidence*255)), at the image's size",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 OverwriteOpt = Annotated[
     bool,
     typer.Option(
@@ -68,6 +77,7 @@ def segment_command(
     out: OutOpt,
     shared: SharedOptions,
     overlay: OverlayOpt = False,
+    save_confidence: SaveConfidenceOpt = False,
     overwrite: OverwriteOpt = False,
     jsonl: JsonlOpt = False,
     report: ReportOpt = False,
@@ -91,6 +101,7 @@ def segment_command(
             engine=shared.engine,
             preset=shared.preset,
             overlay=overlay,
+            save_confidence=save_confidence,
             overwrite=overwrite,
             shard=shared.shard,
             quiet=shared.quiet,

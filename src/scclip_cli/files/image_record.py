@@ -33,6 +33,9 @@ class ImageRecord:
     classes: tuple[Mapping[str, Any], ...]
     """``{"index", "name", "pixels", "fraction", "mean_confidence"}`` per class present, by index
     (:func:`scclip_cli.files.mask_io.class_statistics`)."""
+    mean_confidence: float | None = None
+    """The winning class's probability averaged over every pixel of the image (``None`` in
+    records of runs before it was written): the least confident images are reviewed first."""
 
     @classmethod
     def from_dict(cls, data: Any) -> ImageRecord:
@@ -47,11 +50,13 @@ class ImageRecord:
             for entry in classes:
                 int(entry["index"]), int(entry["pixels"]), float(entry["mean_confidence"])
             path = data["path"]
-        except (KeyError, TypeError, ValueError) as err:
+            mean = data.get("mean_confidence")
+            mean_confidence = None if mean is None else float(mean)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"not an image record: {err!r}") from None
         if not isinstance(path, str):
             raise ValueError("not an image record: path is not a string")
-        return cls(path=path, width=width, height=height, classes=classes)
+        return cls(path, width, height, classes, mean_confidence)
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> ImageRecord | None:
@@ -83,7 +88,8 @@ class ImageRecord:
     def jsonl_line(self, status: str, files: Mapping[str, str]) -> dict[str, Any]:
         """The ``--jsonl`` line: ``{"path", "status", **files, ...every other field}``.
 
-        ``files``: the image's outputs by kind (``mask``, ``json``, ``overlay``, ``color``).
+        ``files``: the image's outputs by kind (``mask``, ``json``, ``overlay``, ``color``,
+        ``confidence``).
         """
         data = self.to_dict()
         line: dict[str, Any] = {"path": data.pop("path"), "status": status, **files}

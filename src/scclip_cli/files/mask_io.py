@@ -31,6 +31,8 @@ MAX_LABEL_CLASSES = 1 << 16
 """16-bit label PNGs hold class indices up to 65535."""
 COLOR_SUFFIX = "_color.png"
 """Ending of the colour rendering written beside a 16-bit label PNG (``<stem>_color.png``)."""
+CONFIDENCE_SUFFIX = "_conf.png"
+"""Ending of the confidence map written with ``--save-confidence`` (``<stem>_conf.png``)."""
 OVERLAY_JPEG_QUALITY = 90
 LABEL_PNG_FORMATS = ("PNG", "BMP", "TIFF")
 """Lossless formats :func:`read_label_png` accepts (a JPEG would not keep exact class indices)."""
@@ -101,6 +103,20 @@ def write_label_png(
     color = color_path_for(path)
     _save_png(Image.fromarray(colorize(labels)), color)
     return [path, color]
+
+
+def confidence_to_uint8(confidence: np.ndarray) -> np.ndarray:
+    """``[H, W]`` float confidence in [0, 1] → ``[H, W]`` uint8 ``round(confidence * 255)``."""
+    scaled = np.rint(np.clip(np.asarray(confidence, dtype=np.float32), 0.0, 1.0) * 255.0)
+    return scaled.astype(np.uint8)
+
+
+def write_confidence_png(path: str | os.PathLike[str], confidence: np.ndarray) -> None:
+    """Write ``[H, W]`` float confidence in [0, 1] as an 8-bit greyscale PNG
+    (:func:`confidence_to_uint8`), atomically; read it back with ``value / 255``."""
+    from PIL import Image
+
+    _save_png(Image.fromarray(confidence_to_uint8(confidence), mode="L"), Path(path))
 
 
 def read_label_png(path: str | os.PathLike[str]) -> np.ndarray:
@@ -181,13 +197,12 @@ def legend_entries(class_names: Sequence[str]) -> list[dict[str, Any]]:
 
 def _legend_image(entries: list[dict[str, Any]]) -> Any:
     """A white image with one row per class: its colour swatch and ``index name``."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    try:
-        font: Any = ImageFont.load_default(size=_LEGEND_FONT_SIZE)
-    except TypeError:  # Pillow < 10.1: a fixed-size bitmap font only
-        font = ImageFont.load_default()
+    from scclip_cli.files.fonts import label_font
+
     labels = [f"{e['index']}  {e['name']}" for e in entries]
+    font = label_font(_LEGEND_FONT_SIZE, labels)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     text_width = max((math.ceil(probe.textlength(t, font=font)) for t in labels), default=0)
     swatch_w, swatch_h = _LEGEND_SWATCH
@@ -218,7 +233,9 @@ def write_legend(out_dir: str | os.PathLike[str], class_names: Sequence[str]) ->
     """Write ``legend.json`` and ``legend.png`` (colour swatch and name per class) into ``out_dir``.
 
     ``legend.json`` is a list of ``{"index", "name", "color": [r, g, b]}`` (:func:`legend_entries`);
-    ``legend.png`` draws the swatches with Pillow's default font, 40 classes per column.
+    ``legend.png`` draws the swatches and names (in :func:`scclip_cli.files.fonts.label_font`,
+    which has glyphs for accented and, where the system has a font for them, CJK names), 40
+    classes per column.
 
     Returns:
         The paths of ``legend.json`` and ``legend.png``.
@@ -238,6 +255,13 @@ def write_legend_png(out_dir: str | os.PathLike[str], class_names: Sequence[str]
     path = Path(out_dir) / "legend.png"
     _save_png(_legend_image(legend_entries(class_names)), path)
     return path
+
+
+def mean_confidence(confidence: np.ndarray | None) -> float | None:
+    """The image-level mean of ``[H, W]`` confidence, rounded to 6 decimals (``None`` without)."""
+    if confidence is None:
+        return None
+    return round(float(np.asarray(confidence, dtype=np.float64).mean()), 6)
 
 
 def class_statistics(

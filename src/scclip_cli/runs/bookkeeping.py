@@ -35,6 +35,7 @@ from scclip_cli.runs.inputs import (
     Discovery,
     InputImage,
     Job,
+    OutputPaths,
     Shard,
     check_collisions,
     discover_inputs,
@@ -66,6 +67,8 @@ class RunPlan:
     overlay: bool
     overwrite: bool
     preset: str | None
+    save_confidence: bool = False
+    """Also write ``<stem>_conf.png`` (part of an image's completeness)."""
 
     @property
     def reserved(self) -> tuple[str, ...]:
@@ -88,6 +91,7 @@ class RunPlan:
             "out": str(self.out),
             "preset": self.preset,
             "overlay": self.overlay,
+            "save_confidence": self.save_confidence,
             "overwrite": self.overwrite,
             "shard": self.shard.label if self.shard is not None else None,
             **extra,
@@ -105,6 +109,7 @@ def plan_run(
     preset: str | None,
     read_workers: int | None,
     stdin: TextIO | None,
+    save_confidence: bool = False,
 ) -> RunPlan:
     """Check the run's arguments, find its images and check that no output overwrites another
     (or an input), so a typo costs no model load.
@@ -127,9 +132,15 @@ def plan_run(
         overlay=overlay,
         overwrite=overwrite,
         preset=preset,
+        save_confidence=save_confidence,
     )
     check_collisions(
-        discovery.images, out, overlay=overlay, wide_labels=False, reserved=plan.reserved
+        discovery.images,
+        out,
+        overlay=overlay,
+        wide_labels=False,
+        reserved=plan.reserved,
+        confidence=save_confidence,
     )
     return plan
 
@@ -201,12 +212,10 @@ class SegmentRun:
                 overlay=plan.overlay,
                 wide_labels=True,
                 reserved=plan.reserved,
+                confidence=plan.save_confidence,
             )
         prepare_out_dir(plan.out, class_names, legend, overwrite=plan.overwrite)
-        jobs = [
-            Job(i, image, image.outputs(plan.out, overlay=plan.overlay, wide_labels=wide))
-            for i, image in enumerate(plan.images)
-        ]
+        jobs = [Job(i, image, _outputs(plan, image, wide)) for i, image in enumerate(plan.images)]
         run = cls(plan, class_names, jobs, reporter=reporter, jsonl_stream=jsonl_stream)
         run.legend_image = LegendImage(plan.out, class_names)
         return run
@@ -418,11 +427,7 @@ def nothing_to_segment(
     if plan.overwrite or legend != class_names:
         return False
     wide = len(class_names) > mask_io.MAX_PALETTE_CLASSES
-    return all(
-        image.outputs(plan.out, overlay=plan.overlay, wide_labels=wide).complete_record()
-        is not None
-        for image in plan.images
-    )
+    return all(_outputs(plan, image, wide).complete_record() is not None for image in plan.images)
 
 
 def rerun_without_model(
@@ -459,6 +464,12 @@ def rerun_without_model(
     with run.segmenting():
         reporter.message("every image is already complete: no model was loaded")
     return run.summary
+
+
+def _outputs(plan: RunPlan, image: InputImage, wide: bool) -> OutputPaths:
+    return image.outputs(
+        plan.out, overlay=plan.overlay, wide_labels=wide, confidence=plan.save_confidence
+    )
 
 
 def write_summary(summary: RunSummary, **replace: Any) -> None:

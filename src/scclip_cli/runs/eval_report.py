@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from scclip_cli.runs.evaluate import EvaluationResult
 
+CHART_FONT_SIZE = 12
+"""Pixels; fits a row of :data:`CHART_ROW_HEIGHT`."""
 CHART_ROW_HEIGHT = 18
 """Pixels per class in the bar chart."""
 CHART_BAR_WIDTH = 400
@@ -80,14 +82,15 @@ def write_chart(result: EvaluationResult, path: str | Path) -> None:
     Classes absent from the ground truth and the prediction (NaN) get ``n/a`` and no bar.
     The format follows the file extension (PNG recommended); written atomically.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     from scclip_cli.files.atomic import atomic_path
+    from scclip_cli.files.fonts import label_font
 
     metrics = result.metrics
     rows = metrics["per_class"]
-    font = ImageFont.load_default()
     names = [_short(row["name"]) for row in rows]
+    font = label_font(CHART_FONT_SIZE, names)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     name_width = max([_text_width(probe, n, font) for n in names] + [40]) + 10
     value_width = 60

@@ -19,6 +19,9 @@ to their folder, without the extension; a ground-truth suffix (``gt_suffix``, e.
 ``_gtFine_labelTrainIds``) and a prediction suffix (``pred_suffix``) are stripped first, and files
 whose names do not end with a given suffix are not considered. Label files are ``.png``;
 ``*_color.png`` renderings, overlays, JSON and hidden files in the prediction folder are ignored.
+A folder written by ``scclip segment`` (it has a ``legend.json``) is read as it is: its predictions
+are the label maps that have their per-image ``<stem>.json`` beside them
+(:mod:`scclip_cli.files.segment_folder`), whatever else the run wrote there.
 
 Checks, all before any score is reported:
 
@@ -52,6 +55,7 @@ from scclip_cli.config import ProtocolConfig, protocol_preset, resolve_protocol
 from scclip_cli.errors import ConfigError, EvaluationError, ScclipError, UsageError
 from scclip_cli.files.image_io import IMAGE_EXTENSIONS
 from scclip_cli.files.mask_io import COLOR_SUFFIX
+from scclip_cli.files.segment_folder import is_segment_output, scan_segment_folder
 from scclip_cli.maps.metrics import IGNORE_INDEX, ConfusionMatrix, merge_confusions
 from scclip_cli.predict.model_options import ModelOptions
 from scclip_cli.runs.bookkeeping import Reporter
@@ -549,11 +553,13 @@ def pair_predictions(
             partner (every unmatched file listed, up to 20).
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    preds = _label_files(pred_dir, pred_suffix, "--pred", ignore=IGNORED_PRED_SUFFIXES)
+    problems: list[str] = []
+    if is_segment_output(pred_dir):
+        preds = _segment_output_masks(pred_dir, pred_suffix, problems)
+    else:
+        preds = _label_files(pred_dir, pred_suffix, "--pred", ignore=IGNORED_PRED_SUFFIXES)
     gts = _label_files(gt_dir, gt_suffix, "--gt")
-    if "legend" not in gts and (pred_dir / "legend.json").is_file():
-        preds.pop("legend", None)  # scclip segment's legend.png, beside its legend.json
-    problems = [
+    problems += [
         f"no ground truth for prediction {preds[k]} (expected {_expected(gt_dir, k, gt_suffix)})"
         for k in sorted(set(preds) - set(gts), key=_key_order)
     ]
@@ -568,6 +574,25 @@ def pair_predictions(
     if not keys:
         raise EvaluationError(f"no label PNGs in --pred {pred_dir} or --gt {gt_dir}")
     return [EvalSample(k, gt=gts[k], pred=preds[k]) for k in keys]
+
+
+def _segment_output_masks(folder: Path, suffix: str, problems: list[str]) -> dict[str, Path]:
+    """``key → mask`` of a ``scclip segment`` output: its label maps that have their per-image
+    record (:mod:`scclip_cli.files.segment_folder`), so legends, colour renderings, confidence
+    maps and summaries are left out by what they are. A label map without its record (an image
+    the run did not finish) is added to ``problems``."""
+    scanned = scan_segment_folder(folder)
+    problems += [
+        f"incomplete prediction {path}: no per-image record {path.with_suffix('.json').name} "
+        "beside it (rerun scclip segment to finish it)"
+        for path in scanned.masks_without_record
+    ]
+    tail = _suffix_tail(suffix)[: -len(LABEL_EXTENSION)]
+    return {
+        image.key[: len(image.key) - len(tail)]: image.mask
+        for image in scanned.images
+        if image.key.endswith(tail)
+    }
 
 
 def pair_images(

@@ -41,7 +41,7 @@ from typing import Any, TextIO
 from scclip_cli.errors import InputError, UsageError
 from scclip_cli.files.image_io import IMAGE_EXTENSIONS, is_image_path
 from scclip_cli.files.image_record import ImageRecord
-from scclip_cli.files.mask_io import COLOR_SUFFIX
+from scclip_cli.files.mask_io import COLOR_SUFFIX, CONFIDENCE_SUFFIX
 
 STDIN_MARKER = "-"
 """The INPUT that stands for newline-separated paths on stdin."""
@@ -64,9 +64,13 @@ class InputImage:
         """``relative`` without its suffix: every output of the image is named after it."""
         return self.relative.with_suffix("") if self.relative.suffix else self.relative
 
-    def outputs(self, out_dir: Path, *, overlay: bool, wide_labels: bool) -> OutputPaths:
+    def outputs(
+        self, out_dir: Path, *, overlay: bool, wide_labels: bool, confidence: bool = False
+    ) -> OutputPaths:
         """Where this image's files go under ``out_dir``."""
-        return OutputPaths.for_stem(out_dir, self.stem, overlay=overlay, wide_labels=wide_labels)
+        return OutputPaths.for_stem(
+            out_dir, self.stem, overlay=overlay, wide_labels=wide_labels, confidence=confidence
+        )
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,18 @@ class OutputPaths:
     """``<stem>_overlay.jpg`` when overlays are requested."""
     color: Path | None = None
     """``<stem>_color.png``: colour rendering, written beside a 16-bit mask (more than 256 classes)."""
+    confidence: Path | None = None
+    """``<stem>_conf.png``: uint8 confidence map, with ``--save-confidence``."""
 
     @classmethod
     def for_stem(
-        cls, out_dir: Path, stem: PurePosixPath, *, overlay: bool, wide_labels: bool
+        cls,
+        out_dir: Path,
+        stem: PurePosixPath,
+        *,
+        overlay: bool,
+        wide_labels: bool,
+        confidence: bool = False,
     ) -> OutputPaths:
         base = out_dir.joinpath(*stem.parts)
         return cls(
@@ -92,11 +104,12 @@ class OutputPaths:
             json=base.with_name(base.name + ".json"),
             overlay=base.with_name(base.name + OVERLAY_SUFFIX) if overlay else None,
             color=base.with_name(base.name + COLOR_SUFFIX) if wide_labels else None,
+            confidence=base.with_name(base.name + CONFIDENCE_SUFFIX) if confidence else None,
         )
 
     def files(self) -> tuple[Path, ...]:
         """Every file of the image, the completion marker (``json``) last."""
-        extra = tuple(p for p in (self.color, self.overlay) if p is not None)
+        extra = tuple(p for p in (self.color, self.overlay, self.confidence) if p is not None)
         return (self.mask, *extra, self.json)
 
     def complete(self) -> bool:
@@ -110,12 +123,15 @@ class OutputPaths:
 
     def by_kind(self) -> dict[str, str]:
         """The files by kind, as the ``--jsonl`` line names them (``mask``, ``json``, then
-        ``overlay`` and ``color`` when written)."""
+        ``overlay``, ``color`` and ``confidence`` when written)."""
         files = {"mask": str(self.mask), "json": str(self.json)}
-        if self.overlay is not None:
-            files["overlay"] = str(self.overlay)
-        if self.color is not None:
-            files["color"] = str(self.color)
+        for kind, path in (
+            ("overlay", self.overlay),
+            ("color", self.color),
+            ("confidence", self.confidence),
+        ):
+            if path is not None:
+                files[kind] = str(path)
         return files
 
 
@@ -253,6 +269,7 @@ def check_collisions(
     overlay: bool,
     wide_labels: bool,
     reserved: Iterable[str] = (),
+    confidence: bool = False,
 ) -> None:
     """Raise :class:`InputError` when two images would write the same file.
 
@@ -266,7 +283,9 @@ def check_collisions(
     names = [f"the run's own {name}" for name in run_files]
     collisions: list[str] = []
     for i, image in enumerate(images):
-        outputs = OutputPaths.for_stem(Path(), image.stem, overlay=overlay, wide_labels=wide_labels)
+        outputs = OutputPaths.for_stem(
+            Path(), image.stem, overlay=overlay, wide_labels=wide_labels, confidence=confidence
+        )
         for out in outputs.files():
             key = out.as_posix()
             other = owner.setdefault(key, i)
@@ -281,11 +300,18 @@ def check_collisions(
             f"output collision: {shown}{tail}. Rename the inputs or segment them into separate "
             "--out folders"
         )
-    _check_inputs_not_overwritten(images, out_dir, overlay=overlay, wide_labels=wide_labels)
+    _check_inputs_not_overwritten(
+        images, out_dir, overlay=overlay, wide_labels=wide_labels, confidence=confidence
+    )
 
 
 def _check_inputs_not_overwritten(
-    images: Sequence[InputImage], out_dir: Path, *, overlay: bool, wide_labels: bool
+    images: Sequence[InputImage],
+    out_dir: Path,
+    *,
+    overlay: bool,
+    wide_labels: bool,
+    confidence: bool = False,
 ) -> None:
     # Compare absolute, symlink-free spellings. Only the folders are resolved (one call per
     # distinct parent), so this stays cheap for a million images.
@@ -301,7 +327,7 @@ def _check_inputs_not_overwritten(
     out_real = Path(os.path.realpath(out_dir))
     for image in images:
         outputs = OutputPaths.for_stem(
-            out_real, image.stem, overlay=overlay, wide_labels=wide_labels
+            out_real, image.stem, overlay=overlay, wide_labels=wide_labels, confidence=confidence
         )
         for out in outputs.files():
             victim = sources.get(os.fspath(out))

@@ -349,8 +349,16 @@ class _Pipeline:
             mask_io.write_label_png(outputs.mask, labels, len(self.class_names))
             if outputs.overlay is not None and decoded.rgb is not None:
                 mask_io.write_overlay_jpg(outputs.overlay, decoded.rgb, labels)
+            if outputs.confidence is not None:
+                mask_io.write_confidence_png(outputs.confidence, result.confidence)
             classes = mask_io.class_statistics(labels, result.confidence, list(self.class_names))
-            record = ImageRecord(str(job.image.path), int(width), int(height), tuple(classes))
+            record = ImageRecord(
+                str(job.image.path),
+                int(width),
+                int(height),
+                tuple(classes),
+                mean_confidence=mask_io.mean_confidence(result.confidence),
+            )
             record.write(outputs.json)
         except (OSError, ScclipError) as err:
             detail = (err.strerror or err) if isinstance(err, OSError) else err

@@ -69,6 +69,7 @@ def segment(
     prob_threshold: float | None = None,
     area_threshold: float | None = None,
     overlay: bool = False,
+    save_confidence: bool = False,
     overwrite: bool = False,
     shard: str | Shard | tuple[int, int] | None = None,
     quiet: bool = False,
@@ -96,6 +97,8 @@ def segment(
         preset: benchmark protocol preset; ``protocol`` (a full config) or the single protocol
             values (``short_side`` ... ``area_threshold``) override its fields.
         overlay: also write ``<stem>_overlay.jpg``.
+        save_confidence: also write ``<stem>_conf.png`` (uint8, ``round(confidence * 255)``, at
+            the image's size); the per-image JSON carries ``mean_confidence`` either way.
         overwrite: redo images whose outputs exist.
         shard: ``"I/N"``: only the I-th of N round-robin parts of the sorted inputs.
         quiet: no progress bar and no messages on stderr.
@@ -140,6 +143,7 @@ def segment(
         inputs,
         out_dir,
         overlay=overlay,
+        save_confidence=save_confidence,
         overwrite=overwrite,
         shard=shard,
         preset=preset,
