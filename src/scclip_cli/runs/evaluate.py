@@ -55,7 +55,6 @@ from scclip_cli.config import (
     MethodConfig,
     ProtocolConfig,
     protocol_preset,
-    resolve_protocol,
 )
 from scclip_cli.errors import ConfigError, EvaluationError, ScclipError, UsageError
 from scclip_cli.files.image_io import IMAGE_EXTENSIONS
@@ -222,7 +221,8 @@ def evaluate(
                 precision=precision,
                 method=method,
                 preset=plan.preset,
-                protocol=resolve_protocol(plan.preset, protocol, **(protocol_overrides or {})),
+                protocol=protocol,
+                protocol_overrides=protocol_overrides,
                 batch_size=batch_size,
             )
         class_names = plan.record_segmenter(tuple(segmenter.class_names), segmenter.describe())

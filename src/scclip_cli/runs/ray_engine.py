@@ -287,7 +287,7 @@ def segment_on_ray(
         prob_threshold=prob_threshold,
         area_threshold=area_threshold,
     )
-    resolved_protocol = resolve_protocol(preset, protocol, **overrides)
+    resolve_protocol(preset, protocol, **overrides)  # bad values fail before a cluster starts
     method_config = MethodConfig(name=method) if isinstance(method, str) else method
     class_names = _vocab_class_names(vocab)
     reporter = Reporter(quiet)
@@ -318,7 +318,10 @@ def segment_on_ray(
             "device": "cpu" if resources.gpus == 0 and device == "auto" else device,
             "precision": precision,
             "method": method_config,
-            "protocol": resolved_protocol,
+            # resolved by each worker once it knows the model's depth (the preset's backbone)
+            "preset": preset,
+            "protocol": protocol,
+            "protocol_overrides": overrides,
             "batch_size": batch_size,
         }
         pool = _WorkerPool(
@@ -485,6 +488,7 @@ def evaluate_on_ray(
         if plan.vocab is None:
             raise UsageError("--vocab is needed to segment images")
         _vocab_class_names(plan.vocab)
+        resolve_protocol(plan.preset, protocol, **(protocol_overrides or {}))  # fails early
         load_options = {
             "vocab": plan.vocab,
             "model": model,
@@ -493,7 +497,8 @@ def evaluate_on_ray(
             "precision": precision,
             "method": MethodConfig(name=method) if isinstance(method, str) else method,
             "preset": plan.preset,
-            "protocol": resolve_protocol(plan.preset, protocol, **(protocol_overrides or {})),
+            "protocol": protocol,
+            "protocol_overrides": dict(protocol_overrides or {}),
             "batch_size": batch_size,
         }
     reporter = Reporter(quiet)

@@ -27,7 +27,6 @@ from scclip_cli.config import (
     DEFAULT_PRETRAINED,
     MethodConfig,
     ProtocolConfig,
-    resolve_protocol,
 )
 from scclip_cli.errors import UsageError, VocabularyError
 from scclip_cli.runs.bookkeeping import (
@@ -209,6 +208,6 @@ def _obtain_segmenter(
 
     start = time.perf_counter()
     loaded = Segmenter.load(
-        vocab, protocol=resolve_protocol(preset, protocol, **overrides), **load_options
+        vocab, preset=preset, protocol=protocol, protocol_overrides=overrides, **load_options
     )
     return loaded, time.perf_counter() - start
