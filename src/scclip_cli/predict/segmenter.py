@@ -176,7 +176,7 @@ class Segmenter:
         from scclip_cli.model.loading import load_clip
         from scclip_cli.model.text_embeddings import QueryEmbeddings, load_vocabulary_embeddings
 
-        overrides = dict(protocol_overrides or {})
+        overrides: dict[str, Any] = dict(protocol_overrides or {})
         resolve_protocol(preset, protocol, **overrides)  # bad values fail before the (slow) load
         if isinstance(method, str):
             method = MethodConfig(name=method)  # validate before the (slow) model load

@@ -279,7 +279,7 @@ def segment_on_ray(
         read_workers=read_workers,
         stdin=stdin,
     )
-    overrides = protocol_overrides(
+    overrides: dict[str, Any] = protocol_overrides(
         short_side=short_side,
         crop=crop,
         stride=stride,
@@ -488,7 +488,8 @@ def evaluate_on_ray(
         if plan.vocab is None:
             raise UsageError("--vocab is needed to segment images")
         _vocab_class_names(plan.vocab)
-        resolve_protocol(plan.preset, protocol, **(protocol_overrides or {}))  # fails early
+        given: dict[str, Any] = dict(protocol_overrides or {})
+        resolve_protocol(plan.preset, protocol, **given)  # bad values fail before workers start
         load_options = {
             "vocab": plan.vocab,
             "model": model,
