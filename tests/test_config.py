@@ -214,3 +214,12 @@ def test_protocol_bounds_are_inclusive():
     )
     assert (edge.prob_threshold, edge.area_threshold) == (1.0, 0.0)
     assert ProtocolConfig(prob_threshold=0.0, area_threshold=1.0, stride=224).stride == 224
+
+
+def test_an_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError) as err:
+        resolve_protocol("voc22")
+    assert str(err.value) == (
+        "unknown preset 'voc22'; choose one of: voc21, voc20, context60, context59, coco-object, "
+        "coco-stuff, cityscapes, ade20k"
+    )

@@ -191,3 +191,29 @@ def test_merge_sums_and_refuses_duplicates_and_mismatches():
 def test_ignore_index_inside_class_range_is_refused():
     with pytest.raises(EvaluationError, match="ignore index 3"):
         ConfusionMatrix(5, ignore_index=3)
+
+
+def test_merge_keeps_the_first_parts_settings_and_names_the_part_that_does_not_fit():
+    """Three shards (the first is not only copied: every part adds), named classes and another
+    ignore index survive the merge; a part that does not fit is named, with a preview of both
+    class lists."""
+    names = ("sky", "tree", "road", "car", "bike")
+    parts = [ConfusionMatrix(5, names, ignore_index=254, shard=(i, 3)) for i in (1, 2, 3)]
+    for i, part in enumerate(parts):
+        part.matrix[i, i] = 10 * (i + 1)
+        part.num_images = 1
+    merged = merge_confusions([(f"part{i}", p) for i, p in enumerate(parts)])
+    assert np.diag(merged.matrix)[:3].tolist() == [10, 20, 30]
+    assert merged.class_names == names and merged.ignore_index == 254
+    assert merged.num_images == 3 and merged.missing_shards() == []
+    other = ConfusionMatrix(5, ("a", "b", "c", "d", "e"), ignore_index=254, shard=(2, 3))
+    with pytest.raises(EvaluationError) as err:
+        merge_confusions([("first", parts[0]), ("odd.npz", other)])
+    assert str(err.value) == (
+        "odd.npz has different classes (5: a, b, c, ...) than the first (5: sky, tree, road, ...)"
+    )
+    with pytest.raises(EvaluationError) as err:
+        merge_confusions([("first", parts[0]), ("x.npz", ConfusionMatrix(5, names, shard=(2, 3)))])
+    assert str(err.value) == "x.npz uses ignore index 255, the first 254"
+    with pytest.raises(EvaluationError, match=r"^nothing to merge$"):
+        merge_confusions([])
