@@ -217,3 +217,26 @@ def test_merge_keeps_the_first_parts_settings_and_names_the_part_that_does_not_f
     assert str(err.value) == "x.npz uses ignore index 255, the first 254"
     with pytest.raises(EvaluationError, match=r"^nothing to merge$"):
         merge_confusions([])
+
+
+def test_merging_leaves_the_parts_alone_and_names_every_missing_shard():
+    first = ConfusionMatrix(3, shard=(2, 4))
+    first.matrix[0, 0] = 5
+    second = ConfusionMatrix(3, shard=(4, 4))
+    second.matrix[1, 1] = 7
+    merged = merge_confusions([("b", first), ("d", second)])
+    assert merged.matrix[0, 0] == 5 and merged.matrix[1, 1] == 7
+    assert first.matrix[1, 1] == 0 and second.matrix[0, 0] == 0  # inputs unchanged
+    assert merged.missing_shards() == [(1, 4), (3, 4)]
+
+
+def test_another_ignore_index_is_the_one_checked_and_skipped():
+    matrix = ConfusionMatrix(3, ("a", "b", "c"), ignore_index=200)
+    matrix.update(np.array([[0, 1]]), np.array([[200, 1]]), name="x.png")
+    assert matrix.matrix.sum() == 1  # the 200 pixel is not scored, and is no error
+    with pytest.raises(EvaluationError) as err:
+        matrix.update(np.array([[0, 1]]), np.array([[255, 1]]), name="y.png")
+    assert str(err.value) == (
+        "ground truth of y.png: ground-truth value(s) 255 outside the class range 0..2 "
+        "(ignore index 200)"
+    )
