@@ -10,6 +10,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,7 +73,9 @@ def test_one_configuration_end_to_end(throughput, tmp_path):
 
 def test_protocol_batches_follow_the_segmenter(throughput, tiny_clip, tmp_path):
     import numpy as np
+    import torch
 
+    from scclip_cli.files.image_io import read_image_rgb
     from scclip_cli.model.text_embeddings import QueryEmbeddings
     from scclip_cli.predict.segmenter import Segmenter
 
@@ -87,5 +90,30 @@ def test_protocol_batches_follow_the_segmenter(throughput, tiny_clip, tmp_path):
         (5, 3, 224, 224),
         (2, 3, 224, 224),
     ]
-    throughput.run_floor(segmenter, batches[:1])
+    # the crops themselves: the ones the segmenter feeds its extractor, in its batches
+    fed: list[Any] = []
+    extractor = segmenter.extractor
+
+    def recording_extractor(crops):
+        fed.append(crops.clone())
+        return extractor(crops)
+
+    segmenter.extractor = recording_extractor
+    list(segmenter.segment_many([read_image_rgb(p) for p in paths]))
+    assert len(fed) == len(batches)
+    for mine, theirs in zip(batches, fed, strict=True):
+        assert torch.equal(mine, theirs)
+
+    # the phases run what they say: the bare tower, then the calibrated features, on the batches
+    fed.clear()
     throughput.run_features(segmenter, batches[:1])
+    assert len(fed) == 1 and torch.equal(fed[0], batches[0])
+    towers: list[Any] = []
+    hook = segmenter.clip.model.visual.register_forward_hook(
+        lambda module, args, output: towers.append(args[0].clone())
+    )
+    try:
+        throughput.run_floor(segmenter, batches[:1])
+    finally:
+        hook.remove()
+    assert len(towers) == 1 and torch.equal(towers[0], batches[0])

@@ -191,3 +191,52 @@ def test_merge_sums_and_refuses_duplicates_and_mismatches():
 def test_ignore_index_inside_class_range_is_refused():
     with pytest.raises(EvaluationError, match="ignore index 3"):
         ConfusionMatrix(5, ignore_index=3)
+
+
+def test_merge_keeps_the_first_parts_settings_and_names_the_part_that_does_not_fit():
+    """Three shards (the first is not only copied: every part adds), named classes and another
+    ignore index survive the merge; a part that does not fit is named, with a preview of both
+    class lists."""
+    names = ("sky", "tree", "road", "car", "bike")
+    parts = [ConfusionMatrix(5, names, ignore_index=254, shard=(i, 3)) for i in (1, 2, 3)]
+    for i, part in enumerate(parts):
+        part.matrix[i, i] = 10 * (i + 1)
+        part.num_images = 1
+    merged = merge_confusions([(f"part{i}", p) for i, p in enumerate(parts)])
+    assert np.diag(merged.matrix)[:3].tolist() == [10, 20, 30]
+    assert merged.class_names == names and merged.ignore_index == 254
+    assert merged.num_images == 3 and merged.missing_shards() == []
+    other = ConfusionMatrix(5, ("a", "b", "c", "d", "e"), ignore_index=254, shard=(2, 3))
+    with pytest.raises(EvaluationError) as err:
+        merge_confusions([("first", parts[0]), ("odd.npz", other)])
+    assert str(err.value) == (
+        "odd.npz has different classes (5: a, b, c, ...) than the first (5: sky, tree, road, ...)"
+    )
+    with pytest.raises(EvaluationError) as err:
+        merge_confusions([("first", parts[0]), ("x.npz", ConfusionMatrix(5, names, shard=(2, 3)))])
+    assert str(err.value) == "x.npz uses ignore index 255, the first 254"
+    with pytest.raises(EvaluationError, match=r"^nothing to merge$"):
+        merge_confusions([])
+
+
+def test_merging_leaves_the_parts_alone_and_names_every_missing_shard():
+    first = ConfusionMatrix(3, shard=(2, 4))
+    first.matrix[0, 0] = 5
+    second = ConfusionMatrix(3, shard=(4, 4))
+    second.matrix[1, 1] = 7
+    merged = merge_confusions([("b", first), ("d", second)])
+    assert merged.matrix[0, 0] == 5 and merged.matrix[1, 1] == 7
+    assert first.matrix[1, 1] == 0 and second.matrix[0, 0] == 0  # inputs unchanged
+    assert merged.missing_shards() == [(1, 4), (3, 4)]
+
+
+def test_another_ignore_index_is_the_one_checked_and_skipped():
+    matrix = ConfusionMatrix(3, ("a", "b", "c"), ignore_index=200)
+    matrix.update(np.array([[0, 1]]), np.array([[200, 1]]), name="x.png")
+    assert matrix.matrix.sum() == 1  # the 200 pixel is not scored, and is no error
+    with pytest.raises(EvaluationError) as err:
+        matrix.update(np.array([[0, 1]]), np.array([[255, 1]]), name="y.png")
+    assert str(err.value) == (
+        "ground truth of y.png: ground-truth value(s) 255 outside the class range 0..2 "
+        "(ignore index 200)"
+    )

@@ -131,3 +131,47 @@ def test_labels_inside_and_between_agreeing_cells_match_the_full_argmax(size):
     out = labels_from_scores(scores, *size, query_class, 6, protocol, tile_elements=6 * 230 * 3)
     assert torch.equal(out.labels, ref_labels)
     torch.testing.assert_close(out.confidence, ref_conf)
+
+
+# --- ties, decided as the reference decides them (scclip_segmentor.py, postprocess_result):
+#   area_pred = (area_pred > self.area_thd * area_pred.sum())   a class at exactly the share goes
+#   seg_pred[seg_logits.max(0)[0] < self.prob_thd] = 0          a pixel at exactly the threshold stays
+
+
+def test_a_class_covering_exactly_the_area_share_is_removed():
+    """8 foreground pixels, threshold 0.25: class 2 covers 2 pixels, 0.25 × 8 exactly (a power of
+    two, so no rounding can decide): the reference's strict ``>`` removes it."""
+    scores = torch.zeros(3, 4, 4)
+    scores[0, :2] += 1.0  # background: top half
+    scores[1, 2:] += 1.0  # class 1: bottom half, 8 pixels...
+    scores[2, 3, :2] += 2.0  # ...of which class 2 takes 2
+    p = ProtocolConfig(logit_scale=50, area_threshold=0.25)
+    plain = labels_from_scores(scores, 4, 4, torch.arange(3), 3, ProtocolConfig(logit_scale=50))
+    assert torch.bincount(plain.labels.flatten(), minlength=3).tolist() == [8, 6, 2]
+    out = labels_from_scores(scores, 4, 4, torch.arange(3), 3, p)
+    assert torch.bincount(out.labels.flatten(), minlength=3).tolist() == [8, 8, 0]
+    ref_labels, _ = _reference(scores, 4, 4, torch.arange(3), 3, p)
+    assert torch.equal(out.labels, ref_labels)
+    # one pixel more than the share and the class stays
+    scores[2, 3, 2] += 2.0
+    kept = labels_from_scores(scores, 4, 4, torch.arange(3), 3, p)
+    assert torch.bincount(kept.labels.flatten(), minlength=3).tolist() == [8, 5, 3]
+
+
+def test_a_pixel_exactly_at_the_probability_threshold_keeps_its_class():
+    """Two classes tie at every pixel of the left half (the background's term underflows): their
+    probability is 1 / 2 exactly. With the threshold at 0.5 the reference's strict ``<`` keeps
+    them (the first of the tied classes); a hair above 0.5 sends them to class 0."""
+    scores = torch.full((3, 4, 4), -1.0)
+    scores[1:, :, :2] = 1.0  # left: classes 1 and 2 tie
+    scores[1, :, 2:] = 1.0  # right: class 1 alone
+    at = labels_from_scores(scores, 4, 4, torch.arange(3), 3, ProtocolConfig(prob_threshold=0.5))
+    assert bool((at.confidence[:, :2] == 0.5).all())
+    assert bool((at.labels == 1).all())
+    ref_labels, _ = _reference(scores, 4, 4, torch.arange(3), 3, ProtocolConfig(prob_threshold=0.5))
+    assert torch.equal(at.labels, ref_labels)
+    above = labels_from_scores(
+        scores, 4, 4, torch.arange(3), 3, ProtocolConfig(prob_threshold=0.5000001)
+    )
+    assert above.labels[:, :2].unique().tolist() == [0]
+    assert above.labels[:, 2:].unique().tolist() == [1]

@@ -80,13 +80,20 @@ def test_other_activations_run_open_clips_own_forward(act):
 
 
 def test_cross_attention_block_runs_its_own_forward():
+    """A cross-attention block (its own ``ln_1_kv``) goes through its ``forward``, not the folded
+    path: the hook sees the call, and the result is the forward's, bit for bit."""
     block = ResidualAttentionBlock(32, 4, act_layer=QuickGELU, is_cross_attention=True).eval()
+    with torch.no_grad():  # ln_1_kv apart from ln_1, so a path that skips it would show
+        for p in block.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
     x = _tokens()
-    calls = []
-    block.register_forward_hook(lambda *args: calls.append(1))
+    calls: list[torch.Tensor] = []
+    block.register_forward_hook(lambda module, args, output: calls.append(output))
     with torch.inference_mode():
-        block_forward(block, x)
-    assert calls == [1]
+        got = block_forward(block, x)
+        assert len(calls) == 1
+        assert got is calls[0]
+        assert torch.equal(got, block(x))
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

@@ -54,13 +54,32 @@ def test_batching_changes_nothing(extractor, golden_crop):
         assert torch.equal(trace.anomalies[i], single_trace.anomalies[0])
 
 
-def test_non_square_crop_uses_row_major_grid(extractor):
-    # A crop smaller than 224 in one direction (an image narrower than the window).
+def test_non_square_crop_uses_row_major_grid(extractor, monkeypatch):
+    """A crop smaller than 224 in one direction (an image narrower than the window): token
+    ``r · grid_w + c`` is cell ``(r, c)`` wherever the tokens become a grid. Shown on the anomaly
+    repair, whose neighbours are grid cells: its grid and mask must be the penultimate tokens and
+    the anomaly flags laid out row by row (a column-major layout has the same shape)."""
+    from scclip_cli.model import anomaly
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    repair = anomaly.repair_anomalies
+
+    def recording_repair(grid, mask):
+        seen.append((grid.clone(), mask.clone()))
+        return repair(grid, mask)
+
+    monkeypatch.setattr(anomaly, "repair_anomalies", recording_repair)
     crop = torch.randn(2, 3, 224, 96, generator=torch.Generator().manual_seed(2))
     dense, trace = extractor.features_and_trace(crop)
     assert dense.shape == (2, 14, 6, 64)
-    assert trace.anomalies.shape == (2, 84)
-    # transposing the input transposes nothing in the statistics' shape bookkeeping
+    assert trace.anomalies.shape == (2, 84) and bool(trace.anomalies.any())
+    grid, mask = seen[0]  # the penultimate layer's repair (the middle layer's follows)
+    assert grid.shape == (2, 14, 6, trace.penultimate_tokens.shape[-1])
+    for r, c in ((0, 5), (1, 0), (13, 2), (7, 4)):
+        assert torch.equal(grid[:, r, c], trace.penultimate_tokens[:, r * 6 + c])
+    assert torch.equal(mask, trace.anomalies.reshape(2, 14, 6))
+    assert all(m.shape == mask.shape and torch.equal(m, mask) for _, m in seen)
+    # transposing the input transposes the grid's shape
     dense_t, _ = extractor.features_and_trace(crop.transpose(2, 3).contiguous())
     assert dense_t.shape == (2, 6, 14, 64)
     assert torch.isfinite(dense).all() and torch.isfinite(dense_t).all()

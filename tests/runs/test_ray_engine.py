@@ -483,3 +483,87 @@ def test_eval_on_ray_equals_local_eval_exactly(
     assert ray_config.pop("engine")["name"] == "ray"
     assert ray_config == local_report.pop("config")
     assert ray_report == local_report
+
+
+def test_a_batch_redone_after_a_lost_worker_keeps_what_the_lost_attempt_finished(
+    ray_instance: Any, zoo_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """A worker dies after finishing some images of its batch; the batch is redone elsewhere. The
+    images it finished (their JSON written last, so complete) are reported done and not written
+    again, as the README says. Here the lost attempt's work is laid down by hand while the last
+    batches still wait in the workers' queues, then every worker is killed."""
+    ray = ray_instance
+    out = tmp_path / "ray"
+    local_files = per_image_outputs(zoo_run["local"])
+    last_two = sorted(name.removesuffix(".json") for name in local_files if name.endswith(".json"))
+    finished: dict[Path, int] = {}
+
+    def lose_the_workers(actors: Sequence[Any]) -> None:
+        if finished:
+            return
+        for stem in last_two[-2:]:
+            for suffix in (".png", "_overlay.jpg", ".json"):  # JSON last, as a worker writes
+                target = out / f"{stem}{suffix}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(local_files[f"{stem}{suffix}"])
+                finished[target] = target.stat().st_ino
+        pids = ray.get([a.pid.options(concurrency_group=CONTROL_GROUP).remote() for a in actors])
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+    summary = segment_on_ray(zoo_run, out, on_batch_done=lose_the_workers)
+
+    zoo = zoo_run["zoo"]
+    assert finished
+    rewritten = [str(p) for p, inode in finished.items() if p.stat().st_ino != inode]
+    assert rewritten == [], "a redone batch wrote over what the lost attempt had finished"
+    assert (summary.done, summary.failed) == (len(zoo.sizes), len(zoo.failing))
+    assert per_image_outputs(out) == local_files
+    assert hidden_leftovers(out) == []
+
+
+def test_eval_on_ray_with_label_conventions_and_suffixes_equals_local_eval(
+    ray_instance: Any, eval_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--reduce-zero-label``, ``--ignore-index`` and the name suffixes reach the Ray workers: the
+    report equals the local one, and differs from the report without ``--reduce-zero-label``
+    (so the option is not lost on either engine). Through the CLI, images and saved masks."""
+    rng = np.random.default_rng(5)
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for path in sorted(eval_folders["gt"].rglob("*.png")):
+        key = path.relative_to(eval_folders["gt"]).with_suffix("").as_posix()
+        shape = np.asarray(Image.open(path)).shape
+        gt = rng.integers(0, 4, size=shape)
+        gt[rng.random(shape) < 0.1] = 200  # the ignore index given below
+        write_label(gt_dir / f"{key}_gt.png", gt)
+        write_label(pred_dir / f"{key}_mask.png", rng.integers(0, 3, size=shape))
+    conventions = ["--gt", gt_dir, "--gt-suffix", "_gt", "--ignore-index", "200"]
+    sources = {
+        "images": [
+            "--images",
+            eval_folders["images"],
+            "--vocab",
+            eval_folders["vocab"],
+            *cli_options(TINY_CLI | WINDOWS | {"batch_size": 1}),
+        ],
+        "pred": ["--pred", pred_dir, "--pred-suffix", "_mask", "--num-classes", "3"],
+    }
+    for source, args in sources.items():
+        reports = {}
+        for name, extra in (
+            ("local", ["--reduce-zero-label"]),
+            ("ray", ["--reduce-zero-label", "--engine", "ray", "--workers", "2"]),
+            ("local-plain", ["--num-classes", "4"] if source == "pred" else []),
+        ):
+            reports[name] = tmp_path / f"{source}-{name}.json"
+            argv = [*args, *conventions, *extra, "--json", reports[name], "-q"]
+            with torch_threads(1):
+                assert main(["eval", *map(str, argv)]) == 0, (source, name)
+        local, on_ray, plain = (read_json(reports[n]) for n in ("local", "ray", "local-plain"))
+        ray_config = on_ray.pop("config")
+        assert ray_config.pop("engine")["name"] == "ray"
+        assert ray_config == local.pop("config")
+        assert ray_config["reduce_zero_label"] is True and ray_config["ignore_index"] == 200
+        assert on_ray == local, source
+        assert on_ray["num_images"] == 7
+        assert (on_ray["mIoU"], on_ray["aAcc"]) != (plain["mIoU"], plain["aAcc"]), source

@@ -54,9 +54,13 @@ class ModelOptions:
     def load(
         self,
         vocab: str | os.PathLike[str] | Path | list[str] | QueryEmbeddings,
-        protocol: ProtocolConfig,
+        protocol: ProtocolConfig | None = None,
+        *,
+        preset: str | None = None,
+        protocol_overrides: dict[str, object] | None = None,
     ) -> Segmenter:
-        """Load the model and embed ``vocab`` (:meth:`Segmenter.load`)."""
+        """Load the model and embed ``vocab`` (:meth:`Segmenter.load`: ``protocol`` wins over
+        ``preset``, whose values are those of the loaded model's backbone)."""
         from scclip_cli.predict.segmenter import Segmenter
 
         return Segmenter.load(
@@ -65,7 +69,9 @@ class ModelOptions:
             pretrained=self.pretrained,
             device=self.device,
             precision=self.precision,
+            preset=preset,
             protocol=protocol,
+            protocol_overrides=protocol_overrides,
             method=self.method_config,
             batch_size=self.batch_size,
         )

@@ -30,6 +30,7 @@ from scclip_cli.config import (
     ConfigError,
     MethodConfig,
     ProtocolConfig,
+    applied_preset,
     calibration_for_depth,
     resolve_protocol,
 )
@@ -104,6 +105,8 @@ class Segmenter:
         calibration: CalibrationConfig | None = None,
         method: str | MethodConfig = "sc-clip",
         batch_size: int | None = None,
+        *,
+        preset: dict[str, object] | None = None,
     ) -> None:
         import torch
 
@@ -117,6 +120,9 @@ class Segmenter:
         self.clip = clip
         self.embeddings = embeddings
         self.protocol = protocol or ProtocolConfig()
+        self.preset = preset
+        """The benchmark preset the protocol came from, for which backbone
+        (:func:`~scclip_cli.config.applied_preset`); ``None`` when no preset was used."""
         self.calibration = calibration or calibration_for_depth(clip.depth)
         self.method = MethodConfig(name=method) if isinstance(method, str) else method
         self.batch_size = batch_size
@@ -159,29 +165,35 @@ class Segmenter:
         calibration: CalibrationConfig | None = None,
         method: str | MethodConfig = "sc-clip",
         batch_size: int | None = None,
+        protocol_overrides: dict[str, object] | None = None,
     ) -> Segmenter:
         """Load the model and embed the vocabulary (a .txt/.npz path, or a list of class lines).
 
-        ``protocol`` wins over ``preset``; with neither, the paper's defaults apply. The model's
-        text tower is released once the vocabulary is embedded (segmenting needs only the vision
-        tower); to embed more vocabularies with one model, build it with
+        ``protocol`` wins over ``preset``; with neither, the paper's defaults apply. A preset takes
+        the values of the model's backbone (a 24-block ViT: the authors' ViT-L/14 settings, any
+        other: ViT-B/16), so it is resolved once the model is loaded. ``protocol_overrides``
+        (fields of :class:`ProtocolConfig`, ``None`` values ignored) replace single values of
+        either. The model's text tower is released once the vocabulary is embedded (segmenting
+        needs only the vision tower); to embed more vocabularies with one model, build it with
         :func:`~scclip_cli.model.loading.load_clip` and pass embeddings to :class:`Segmenter`.
         """
         from scclip_cli.model.loading import load_clip
         from scclip_cli.model.text_embeddings import QueryEmbeddings, load_vocabulary_embeddings
 
-        if protocol is None:
-            protocol = resolve_protocol(preset)
+        overrides: dict[str, Any] = dict(protocol_overrides or {})
+        resolve_protocol(preset, protocol, **overrides)  # bad values fail before the (slow) load
         if isinstance(method, str):
             method = MethodConfig(name=method)  # validate before the (slow) model load
         clip = load_clip(model, pretrained, device=device, precision=precision)
+        resolved = resolve_protocol(preset, protocol, depth=clip.depth, **overrides)
+        used = applied_preset(preset, clip.depth) if protocol is None else None
         if calibration is None:
             calibration = calibration_for_depth(clip.depth)
         embeddings = (
             vocab if isinstance(vocab, QueryEmbeddings) else load_vocabulary_embeddings(vocab, clip)
         )
         clip.release_text_tower()  # this model is ours and the vocabulary is embedded
-        return cls(clip, embeddings, protocol, calibration, method, batch_size)
+        return cls(clip, embeddings, resolved, calibration, method, batch_size, preset=used)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -198,6 +210,7 @@ class Segmenter:
             "device": str(self.device),
             "precision": str(self.clip.dtype).replace("torch.", ""),
             "method": dataclasses.asdict(self.method),
+            "preset": self.preset,
             "protocol": dataclasses.asdict(self.protocol),
             "calibration": dataclasses.asdict(self.calibration),
             "batch_size": self.batch_size,

@@ -29,19 +29,20 @@ the engine (only the order of ``--jsonl`` lines and the timing do).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from scclip_cli.config import ProtocolConfig
+from scclip_cli.config import ProtocolConfig, resolve_protocol
 from scclip_cli.predict.model_options import ModelOptions
 
 if TYPE_CHECKING:
     from scclip_cli.files.image_record import ImageRecord
     from scclip_cli.maps.metrics import ConfusionMatrix
     from scclip_cli.model.text_embeddings import QueryEmbeddings
+    from scclip_cli.predict.segmenter import Segmenter
     from scclip_cli.runs.inputs import Job
     from scclip_cli.runs.scoring import EvalSample
     from scclip_cli.runs.summary import Failure
@@ -52,11 +53,43 @@ Message = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What every model holder of a run loads: the model options, vocabulary and protocol."""
+    """What every model holder of a run loads: the model options, vocabulary and protocol.
+
+    The protocol is resolved by each holder once its model is loaded: a benchmark preset takes
+    the values of the model's backbone (:func:`~scclip_cli.config.preset_backbone`). Build it with
+    :meth:`checked`, so bad protocol values fail before any model loads.
+    """
 
     options: ModelOptions
     vocab: str | os.PathLike[str] | list[str] | QueryEmbeddings
-    protocol: ProtocolConfig
+    preset: str | None = None
+    protocol: ProtocolConfig | None = None
+    """A full protocol: wins over ``preset``."""
+    protocol_overrides: tuple[tuple[str, object], ...] = ()
+    """``(field, value)`` of :class:`ProtocolConfig` replacing single values of either."""
+
+    @classmethod
+    def checked(
+        cls,
+        options: ModelOptions,
+        vocab: str | os.PathLike[str] | list[str] | QueryEmbeddings,
+        preset: str | None,
+        protocol: ProtocolConfig | None,
+        overrides: Mapping[str, object] | None,
+    ) -> ModelSpec:
+        """The spec, after checking the protocol values without a model (a ``ConfigError``)."""
+        given: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
+        resolve_protocol(preset, protocol, **given)
+        return cls(options, vocab, preset, protocol, tuple(sorted(given.items())))
+
+    def load(self) -> Segmenter:
+        """Load the model, embed the vocabulary and resolve the protocol for the model."""
+        return self.options.load(
+            self.vocab,
+            preset=self.preset,
+            protocol=self.protocol,
+            protocol_overrides=dict(self.protocol_overrides),
+        )
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from scclip_cli.config import ProtocolConfig, protocol_preset, resolve_protocol
+from scclip_cli.config import ProtocolConfig, protocol_preset
 from scclip_cli.errors import ConfigError, EvaluationError, ScclipError, UsageError
 from scclip_cli.files.image_io import IMAGE_EXTENSIONS
 from scclip_cli.files.mask_io import COLOR_SUFFIX
@@ -212,8 +212,9 @@ def evaluate(
         if plan.vocab is None:
             raise UsageError("--vocab is needed to segment images")
         vocab_class_names(plan.vocab)  # a bad vocabulary fails before any model loads
-        protocol_ = resolve_protocol(plan.preset, protocol, **(protocol_overrides or {}))
-        spec = ModelSpec(model or ModelOptions(), plan.vocab, protocol_)
+        spec = ModelSpec.checked(
+            model or ModelOptions(), plan.vocab, plan.preset, protocol, protocol_overrides
+        )
     # a given segmenter segments the images, unless a source is injected; saved masks need none
     use_segmenter = segmenter if plan.uses_images and predict is None else None
     runner = _pick_engine(engine, use_segmenter, predict, quiet=quiet)

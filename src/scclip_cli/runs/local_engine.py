@@ -432,7 +432,7 @@ class LocalEngine:
         segmenter, load_seconds = self.segmenter, 0.0
         if segmenter is None and self.predict is None and spec is not None:
             start = time.perf_counter()
-            segmenter = spec.options.load(spec.vocab, spec.protocol)
+            segmenter = spec.load()
             load_seconds = time.perf_counter() - start
             if self.announce_load:
                 options = spec.options

@@ -455,7 +455,7 @@ class _WorkerBase:
 
             torch.set_num_threads(self.threads)
             start = time.perf_counter()
-            self.segmenter = self.spec.options.load(self.spec.vocab, self.spec.protocol)
+            self.segmenter = self.spec.load()
             self.load_seconds = time.perf_counter() - start
         return self.segmenter
 

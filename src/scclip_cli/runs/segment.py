@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from scclip_cli.config import ProtocolConfig, protocol_overrides, resolve_protocol
+from scclip_cli.config import ProtocolConfig, protocol_overrides
 from scclip_cli.errors import UsageError, VocabularyError
 from scclip_cli.predict.model_options import ModelOptions
 from scclip_cli.runs.bookkeeping import (
@@ -154,7 +154,7 @@ def segment(
     spec = None
     if segmenter is None:
         assert vocab is not None  # _class_names checked it
-        spec = ModelSpec(model, vocab, resolve_protocol(preset, protocol, **overrides))
+        spec = ModelSpec.checked(model, vocab, preset, protocol, overrides)
     reporter = Reporter(quiet)
     shard_key = (plan.shard.index, plan.shard.count) if plan.shard is not None else None
     with out_folder_lock(plan.out, shard_key):
