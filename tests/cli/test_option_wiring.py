@@ -99,6 +99,8 @@ WIRING: tuple[Wire, ...] = (
     W("segment", "--area-threshold", "--area-threshold 0.21", "summary.config.protocol.area_threshold", 0.21),
     W("segment", "--batch-size", "--batch-size 3", "summary.config.batch_size", 3),
     W("segment", "--overlay", "--overlay", "files", Has("a_overlay.jpg")),
+    W("segment", "--save-confidence", "--save-confidence", "files", Has("a_conf.png")),
+    W("segment", "--report", "--report", "files", Has("report.html")),
     W("segment", "--overwrite", "--overwrite", "summary.counts", {"images": 2, "done": 2, "skipped": 0, "failed": 0}, "rerun"),
     W("segment", "--shard", "--shard 2/2", "summary.config.run.shard", "2/2", "shard"),
     W("segment", "--quiet", "--quiet", "stderr", ""),
@@ -156,6 +158,27 @@ WIRING: tuple[Wire, ...] = (
     W("eval", "--workers", "--workers 1", "report.config.engine.workers", 1, "ray"),
     W("eval", "--gpus-per-worker", "--gpus-per-worker 0", "report.config.engine.gpus_per_worker", 0.0, "ray"),
     W("eval", "--cpus-per-worker", "--cpus-per-worker 0.5", "report.config.engine.cpus_per_worker", 0.5, "ray"),
+    # ---------------------------------------------------------------- export
+    # {tmp}/seg: a segment folder (two images; b less confident; class 1 in two pieces)
+    W("export", "MASKS_DIR", "{tmp}/seg", "export.images.1.file_name", "a.jpg"),
+    W("export", "--to", "--to coco", "export.info.description", "scclip export"),
+    W("export", "--out", "--out {tmp}/export.json", "files", Has("export.json")),
+    W("export", "--images", "--images {tmp}/images", "export.images.0.file_name", "b.jpg"),
+    W("export", "--order", "--order confidence", "export.images.0.mean_confidence", 0.5),
+    W("export", "--instances", "--instances", "export.annotations.2.category_id", 2),
+    W("export", "--skip-background", "--skip-background", "export.categories.0.name", "cat"),
+    W("export", "--iscrowd", "--iscrowd", "export.annotations.0.iscrowd", 1),
+    W("export", "--quiet", "--quiet", "stderr", ""),
+    W("export", "--min-area", "--min-area 100000", "export.annotations", [], "min-area"),
+    W("export", "--overwrite", "--overwrite", "exit", 0, "overwrite"),
+    W("export", "--image-url-prefix", "--image-url-prefix http://x/", "export.0.data.image", "http://x/a.jpg", "labelstudio"),
+    W("export", "--from-name", "--from-name F", "export.0.predictions.0.result.0.from_name", "F", "labelstudio"),
+    W("export", "--to-name", "--to-name T", "export.0.predictions.0.result.0.to_name", "T", "labelstudio"),
+    # ---------------------------------------------------------------- report
+    W("report", "OUT_DIR", "{tmp}/seg", "files", Has("seg/report.html")),
+    W("report", "--eval", "--eval {tmp}/ev.json", "page.eval.numImages", 2),
+    W("report", "--workers", "--workers 1", "page.images.1.thumb", Has("b")),
+    W("report", "--quiet", "--quiet", "stderr", ""),
     # ---------------------------------------------------------------- vocab
     W("vocab", "CLASSES", "{tmp}/classes.txt", "cache.class_names", CLASS_NAMES),
     W("vocab", "--out", "--out {tmp}/classes.npz", "files", Has("classes.npz")),
@@ -173,6 +196,8 @@ BASE_ARGS: dict[str, tuple[str, ...]] = {
     "segment": ("--vocab", "{tmp}/classes.txt", "--out", "{tmp}/out", *TINY, *WINDOWS),
     "eval": (*TINY, *WINDOWS, "--json", "{tmp}/report.json"),
     "vocab": ("--out", "{tmp}/classes.npz", *TINY),
+    "export": (),
+    "report": (),
 }
 # The inputs of a command's groups other than "main" (whose rows give them), and the exceptions.
 DEFAULT_EXTRA: dict[str, tuple[str, ...]] = {
@@ -188,8 +213,11 @@ DEFAULT_EXTRA: dict[str, tuple[str, ...]] = {
         "{tmp}/classes.txt",
     ),
     "vocab": ("{tmp}/classes.txt",),
+    "export": ("{tmp}/seg", "--to", "coco", "--out", "{tmp}/export.json"),
+    "report": ("{tmp}/seg",),
 }
 GROUP_EXTRA: dict[tuple[str, str], tuple[str, ...]] = {
+    ("export", "labelstudio"): ("{tmp}/seg", "--to", "labelstudio", "--out", "{tmp}/export.json"),
     ("eval", "pred"): ("--gt", "{tmp}/gt", "--gt-suffix", "_gt"),
     ("eval", "dataset"): ("--limit", "1"),
     ("eval", "merge"): (),
@@ -237,9 +265,31 @@ def write_inputs(tmp: Path) -> None:
 
 def prepare_group(command: str, group: str, tmp: Path) -> None:
     """What must exist before the group's run (beyond :func:`write_inputs`)."""
+    if command in ("export", "report"):
+        write_segment_folder(tmp)
+    if (command, group) == ("export", "overwrite"):
+        (tmp / "export.json").write_text("{}", encoding="utf-8")
     if (command, group) == ("segment", "rerun"):  # a finished run, redone with --overwrite
         args = fill((*BASE_ARGS["segment"], *DEFAULT_EXTRA["segment"]), tmp)
         assert main(["segment", *args, "-q"]) == 0
+
+
+def write_segment_folder(tmp: Path) -> None:
+    """``{tmp}/seg`` as ``scclip segment`` writes it for ``{tmp}/images`` (no model): class 1 in two
+    pieces and class 2 in one, on background; ``b`` less confident than ``a``; and ``{tmp}/ev.json``,
+    the JSON of ``scclip eval`` on it."""
+    from support.segment_output import make_segment_output
+
+    maps, confidence = {}, {}
+    for key, shape, conf in (("a", (40, 56), 0.9), ("b", (36, 44), 0.5)):
+        labels = np.zeros(shape, dtype=np.int64)
+        labels[2:12, 2:12] = 1
+        labels[20:30, 30:40] = 1
+        labels[2:12, 30:40] = 2
+        maps[key], confidence[key] = labels, np.full(shape, conf, dtype=np.float32)
+    make_segment_output(tmp / "seg", CLASS_NAMES, maps, confidence=confidence)
+    args = ["eval", "--pred", str(tmp / "seg"), "--gt", str(tmp / "gt"), "--gt-suffix", "_gt"]
+    assert main([*args, "--vocab", str(tmp / "classes.txt"), "--json", str(tmp / "ev.json")]) == 0
 
 
 # ------------------------------------------------------------------------------------ a run
@@ -276,7 +326,8 @@ def group_args(command: str, group: str) -> tuple[str, ...]:
 
 def record(tmp: Path, rc: int, out: str, err: str) -> dict[str, Any]:
     """The run's record: ``summary`` (``out/summary*.json``), ``report`` (the eval JSON),
-    ``cache`` (the vocabulary cache: ``class_names``, ``identity``, ``features_sha256``), ``files``
+    ``cache`` (the vocabulary cache: ``class_names``, ``identity``, ``features_sha256``), ``export``
+    (``{tmp}/export.json``), ``page`` (the data of ``{tmp}/seg/report.html``), ``files``
     (files written, relative to the run's folder and to ``out``), ``stdout_json`` (stdout's JSON
     lines), ``stdout``, ``stderr`` and ``exit``."""
     import hashlib
@@ -297,6 +348,13 @@ def record(tmp: Path, rc: int, out: str, err: str) -> dict[str, Any]:
     files = [p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()]
     if (tmp / "out").is_dir():
         files += [p.relative_to(tmp / "out").as_posix() for p in (tmp / "out").rglob("*")]
+    export = tmp / "export.json"
+    page = None
+    if (tmp / "seg" / "report.html").is_file():
+        import re
+
+        html = (tmp / "seg" / "report.html").read_text(encoding="utf-8")
+        page = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.DOTALL)[1])  # type: ignore[index]
     json_lines = []
     for line in out.splitlines():
         try:
@@ -308,6 +366,8 @@ def record(tmp: Path, rc: int, out: str, err: str) -> dict[str, Any]:
         "summary": json.loads(summaries[0].read_text()) if summaries else None,
         "report": json.loads(report.read_text()) if report.is_file() else None,
         "cache": cache,
+        "export": json.loads(export.read_text()) if export.is_file() else None,
+        "page": page,
         "files": sorted(files),
         "stdout_json": json_lines,
         "stdout": out,
