@@ -1,8 +1,8 @@
-"""The README's own commands, run as written and in order: segment → eval → export.
+"""The README's own commands, run as written and in order: segment → eval → report → export.
 
-Only the model is swapped for the tiny seeded one (``TINY_MODEL`` is appended to the commands that
-load a model), and the ground truth that ``eval`` needs is generated. The commands are one list
-here so they can later be read from README.md itself.
+They are read from README.md: the ``bash`` block that follows the marker comment naming this file
+in the quick start. Only the model is swapped for the tiny seeded one (``TINY_MODEL`` is appended
+to the commands that load a model), and the ground truth that ``eval`` needs is generated.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from PIL import Image
 from scclip_cli.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[1]
+MARKER = "<!-- The commands of this block are run, in order, by tests/test_readme_flow.py. -->"
 
-README_COMMANDS = [
-    "scclip segment sample_images/ --vocab vocab/everyday.txt --out masks/ --overlay "
-    "--save-confidence",
-    "scclip eval --pred masks/ --gt labels/ --vocab vocab/everyday.txt --json eval.json",
-    "scclip export masks/ --to coco --out masks.coco.json --images sample_images/",
-    "scclip export masks/ --to labelstudio --out tasks.json --images sample_images/ "
-    "--order confidence",
-    "scclip export masks/ --to cvat --out masks.cvat.zip",
-    "scclip export masks/ --to yolo --out yolo/ --images sample_images/ --min-area 64",
-]
+
+def readme_commands() -> list[str]:
+    """The ``scclip`` lines of the first ``bash`` block after :data:`MARKER` in README.md."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert MARKER in text, "README.md lost the marker of its tested commands"
+    block = text.split(MARKER, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("scclip ")]
+
+
+README_COMMANDS = readme_commands()
 TINY_MODEL = ["--model", "scclip-tiny", "--pretrained", "random:7", "--device", "cpu"]
 LOADS_A_MODEL = ("segment",)
 
@@ -68,3 +69,36 @@ def test_readme_commands_chain(tmp_path, monkeypatch, capsys):
     assert sorted(i["file_name"] for i in coco["images"]) == [f"{s}.jpg" for s in stems]
     assert Path("tasks.config.xml").is_file() and Path("masks.cvat.zip").is_file()
     assert sorted(p.stem for p in Path("yolo/labels").glob("*.txt")) == stems
+    assert Path("masks/report.html").is_file()
+
+
+def test_the_readme_chain_covers_every_step() -> None:
+    """The tested block goes through each command a user chains."""
+    steps = [shlex.split(c)[1] for c in README_COMMANDS]
+    assert steps[:3] == ["segment", "eval", "report"] and "export" in steps
+
+
+def quick_start_commands() -> list[str]:
+    """Every ``scclip`` command of the quick start's code blocks (continuation lines joined)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in section.split("```bash\n")[1:]:
+        joined = block.split("```", 1)[0].replace("\\\n", " ")
+        commands += [" ".join(line.split()) for line in joined.splitlines()]
+    return [c for c in commands if c.startswith("scclip ")]
+
+
+@pytest.mark.slow
+def test_the_quick_start_runs_as_written_with_random_weights(tmp_path, monkeypatch, capsys):
+    """The quick start's network-free command runs as printed (the others need real weights and
+    are run above with the tiny model)."""
+    offline = [c for c in quick_start_commands() if "--pretrained random" in c]
+    assert len(offline) == 1
+    (tmp_path / "sample_images").symlink_to(ROOT / "sample_images")
+    (tmp_path / "vocab").symlink_to(ROOT / "vocab")
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(offline[0])[1:]) == 0, capsys.readouterr().err
+    stems = sorted(p.stem for p in (ROOT / "sample_images").glob("*.jpg"))
+    assert sorted(p.stem for p in Path("masks").glob("*.png")) == sorted([*stems, "legend"])
+    assert all(c in quick_start_commands() for c in README_COMMANDS)
