@@ -33,6 +33,7 @@ from scclip_cli.runs.ray_engine import (
     import_ray,
     plan_batches,
 )
+from support.ray_instance import private_ray_instance
 from support.torch_threads import torch_threads
 
 TINY_CLI: dict[str, Any] = {"model": "scclip-tiny", "pretrained": "random:7", "device": "cpu"}
@@ -44,34 +45,11 @@ change the order in which matrix products sum, hence their last float bits."""
 WINDOWS: dict[str, Any] = {"short_side": 32, "crop": 32, "stride": 16}
 """Small windows: the tiny model takes milliseconds per image, so Ray's start-up dominates."""
 CLASSES = "background\ncat, kitten\ndog\ngrass\n"
-RAY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_DEDUP_LOGS": "0",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-}
-OBJECT_STORE_BYTES = 200 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[Any]:
-    """A fresh local Ray instance for this module (never a cluster already running here)."""
-    ray = pytest.importorskip("ray")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in RAY_ENV.items():
-            patch.setenv(name, value)
-        ray.init(
-            address="local",
-            num_cpus=2,
-            num_gpus=0,
-            include_dashboard=False,
-            object_store_memory=OBJECT_STORE_BYTES,
-            logging_level="ERROR",
-            log_to_driver=False,
-        )
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+    yield from private_ray_instance()
 
 
 @pytest.fixture(scope="module")

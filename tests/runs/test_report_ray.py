@@ -12,39 +12,18 @@ import pytest
 from PIL import Image
 
 from scclip_cli.cli.app import main
+from support.ray_instance import private_ray_instance
 from support.torch_threads import torch_threads
 
 pytestmark = pytest.mark.slow
 
 TINY = ["--model", "scclip-tiny", "--pretrained", "random:7", "--device", "cpu"]
 FAST = ["--short-side", "32", "--crop", "32", "--stride", "16"]
-RAY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_DEDUP_LOGS": "0",
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-}
 
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[Any]:
-    """A fresh local Ray instance for this module (never a cluster already running here)."""
-    ray = pytest.importorskip("ray")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in RAY_ENV.items():
-            patch.setenv(name, value)
-        ray.init(
-            address="local",
-            num_cpus=2,
-            num_gpus=0,
-            include_dashboard=False,
-            object_store_memory=200 * 1024 * 1024,
-            logging_level="ERROR",
-            log_to_driver=False,
-        )
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+    yield from private_ray_instance()
 
 
 def test_a_ray_run_gets_its_page(ray_instance: Any, tmp_path: Path) -> None:
