@@ -59,7 +59,7 @@ def test_non_square_crop_uses_row_major_grid(extractor, monkeypatch):
     ``r · grid_w + c`` is cell ``(r, c)`` wherever the tokens become a grid. Shown on the anomaly
     repair, whose neighbours are grid cells: its grid and mask must be the penultimate tokens and
     the anomaly flags laid out row by row (a column-major layout has the same shape)."""
-    from scclip_cli.model import anomaly
+    from scclip_cli.model import anomaly_repair as anomaly
 
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     repair = anomaly.repair_anomalies

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from scclip_cli.runs.eval_report import report_json, write_json
-from scclip_cli.runs.evaluate import evaluate, pair_predictions
+from scclip_cli.runs.evaluate import evaluate
 
 K = 4
 
@@ -66,12 +66,3 @@ def test_the_dataset_scores_are_unchanged(tmp_path: Path) -> None:
         {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
         for row in metrics["per_class"]
     ]
-
-
-def test_a_segment_folder_is_scored_without_its_legend(tmp_path: Path) -> None:
-    """``scclip segment`` writes legend.png beside legend.json; it is not a prediction."""
-    make_folders(tmp_path)
-    Image.new("RGB", (5, 5)).save(tmp_path / "pred" / "legend.png")
-    (tmp_path / "pred" / "legend.json").write_text("[]")
-    keys = [s.key for s in pair_predictions(tmp_path / "pred", tmp_path / "gt")]
-    assert keys == ["a/first", "m", "z_last"]

@@ -179,7 +179,9 @@ def test_the_session_uses_a_given_segmenter_or_loads_one(
 
     loads: list[tuple[Any, ...]] = []
 
-    def load(options: ModelOptions, vocab: Any, protocol: Any) -> FakeSegmenter:
+    def load(
+        options: ModelOptions, vocab: Any, protocol: Any = None, **resolve: Any
+    ) -> FakeSegmenter:
         loads.append((options.model, vocab))
         return FakeSegmenter()
 

@@ -480,7 +480,7 @@ def test_a_batch_redone_after_a_lost_worker_keeps_what_the_lost_attempt_finished
         if finished:
             return
         for stem in last_two[-2:]:
-            for suffix in (".png", "_overlay.jpg", ".json"):  # JSON last, as a worker writes
+            for suffix in (".png", "_overlay.jpg", "_conf.png", ".json"):  # JSON last, as written
                 target = out / f"{stem}{suffix}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(local_files[f"{stem}{suffix}"])
