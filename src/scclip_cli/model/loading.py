@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -580,6 +581,94 @@ def _quiet_open_clip() -> Iterator[None]:
         root.removeFilter(drop)
 
 
+def _identity(plan: _ModelPlan, pretrained: str) -> tuple[dict[str, str], str]:
+    """:attr:`LoadedClip.identity` and the normalised ``pretrained``, without loading anything (a
+    weights file is hashed)."""
+    identity = {"model": plan.name}
+    if plan.requested != plan.name:
+        identity["model_requested"] = plan.requested
+    if plan.note:
+        identity["note"] = plan.note
+    seed = parse_random_seed(pretrained)
+    if seed is not None:
+        pretrained_id = f"{RANDOM_PREFIX}:{seed}"
+    elif _is_tag(pretrained):
+        from open_clip.pretrained import _clean_tag
+
+        pretrained_id = _clean_tag(pretrained.strip())
+    else:
+        weights_file = Path(pretrained).expanduser()
+        if not weights_file.is_file():
+            raise ModelLoadError(f"weights file {weights_file} not found")
+        pretrained_id = str(weights_file.resolve())
+        identity["weights_sha256"] = file_sha256(weights_file)
+    identity["pretrained"] = pretrained_id
+    return identity, pretrained_id
+
+
+class DeferredClip:
+    """A model that is loaded (:func:`load_clip`) only when its weights are first needed.
+
+    Tells what a :class:`LoadedClip` tells about itself (identity, device, dtype, depth, output
+    dimension) from the model's config alone, so a run whose every image's features are cached
+    never builds the model. ``release_text`` frees the text tower right after the load.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        pretrained: str = DEFAULT_PRETRAINED,
+        device: str = "auto",
+        precision: str = "auto",
+        *,
+        release_text: bool = True,
+    ) -> None:
+        import open_clip
+
+        self._arguments = (model, pretrained, device, precision)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        plan = _plan_model(model, pretrained)
+        config = open_clip.get_model_config(plan.name) or {}
+        _check_tower_config(plan.name, config)
+        self.identity, self.pretrained = _identity(plan, pretrained)
+        self.model_name = model
+        vision = config.get("vision_cfg", {})
+        if not isinstance(vision.get("layers"), int) or "embed_dim" not in config:
+            raise ModelLoadError(f"model {model}: its config gives no vision depth / embed_dim")
+        self.depth = int(vision["layers"])
+        self.output_dim = int(config["embed_dim"])
+        self._release_text = release_text
+        self._loaded: LoadedClip | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    def load(self) -> LoadedClip:
+        """The model, loaded on the first call."""
+        with self._lock:
+            if self._loaded is None:
+                loaded = load_clip(*self._arguments)
+                if loaded.depth != self.depth or loaded.output_dim != self.output_dim:
+                    raise ModelLoadError(
+                        f"model {self.model_name} does not have the depth / dimension its config says"
+                    )
+                if self._release_text:
+                    loaded.release_text_tower()
+                self._loaded = loaded
+            return self._loaded
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.load().model
+
+    @property
+    def visual(self) -> Any:
+        return self.load().visual
+
+
 def load_clip(
     model: str = DEFAULT_MODEL,
     pretrained: str = DEFAULT_PRETRAINED,
@@ -609,27 +698,13 @@ def load_clip(
     plan = _plan_model(model, pretrained)
     _check_tower_config(plan.name, open_clip.get_model_config(plan.name) or {})
 
-    identity = {"model": plan.name}
-    if plan.requested != plan.name:
-        identity["model_requested"] = plan.requested
-    if plan.note:
-        identity["note"] = plan.note
+    identity, pretrained_id = _identity(plan, pretrained)
     seed = parse_random_seed(pretrained)
     weights_file: Path | None = None
-    if seed is not None:
-        pretrained_id = f"{RANDOM_PREFIX}:{seed}"
-    elif _is_tag(pretrained):
-        from open_clip.pretrained import _clean_tag
-
-        pretrained_id = _clean_tag(pretrained.strip())
+    if seed is None and _is_tag(pretrained):
         weights_file = _download_tag(plan, pretrained.strip(), cache_dir)
-    else:
+    elif seed is None:
         weights_file = Path(pretrained).expanduser()
-        if not weights_file.is_file():
-            raise ModelLoadError(f"weights file {weights_file} not found")
-        pretrained_id = str(weights_file.resolve())
-        identity["weights_sha256"] = file_sha256(weights_file)
-    identity["pretrained"] = pretrained_id
 
     try:
         with _quiet_open_clip():
