@@ -10,6 +10,13 @@ from typing import Annotated
 
 import typer
 
+from scclip_cli.cli.cache_options import (
+    CacheDirOpt,
+    FeatureCacheOpt,
+    FeatureCacheSizeOpt,
+    NoCacheOpt,
+    cache_options_from_cli,
+)
 from scclip_cli.cli.options import (
     RUN_PANEL,
     AdaptiveAnomalyRatioOpt,
@@ -247,6 +254,10 @@ def eval_command(
     workers: WorkersOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = None,
     cpus_per_worker: CpusPerWorkerOpt = None,
+    feature_cache: FeatureCacheOpt = None,
+    feature_cache_size: FeatureCacheSizeOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> int:
     """Score segmentations with mIoU, mAcc and aAcc (mmsegmentation's definitions).
 
@@ -270,6 +281,14 @@ def eval_command(
         gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker,
     )
+    caching = cache_options_from_cli(
+        cache_dir=cache_dir,
+        no_cache=no_cache,
+        feature_cache=feature_cache,
+        feature_cache_size=feature_cache_size,
+        engine_is_local=ray_options is None,
+    )
+    cache_arguments = {"caching": caching} if ray_options is None else {}  # Ray: defaults
     result: EvaluationResult
     if merge:
         others = {
@@ -341,6 +360,7 @@ def eval_command(
             ),
             batch_size=batch_size,
             progress=False if quiet else None,
+            **cache_arguments,
         )
     eval_report.print_table(result)
     written = []

@@ -15,6 +15,13 @@ from typing import Annotated, Any
 
 import typer
 
+from scclip_cli.cli.cache_options import (
+    CacheDirOpt,
+    FeatureCacheOpt,
+    FeatureCacheSizeOpt,
+    NoCacheOpt,
+    cache_options_from_cli,
+)
 from scclip_cli.cli.options import (
     RUN_PANEL,
     AdaptiveAnomalyRatioOpt,
@@ -126,6 +133,10 @@ def segment_command(
     workers: WorkersOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = None,
     cpus_per_worker: CpusPerWorkerOpt = None,
+    feature_cache: FeatureCacheOpt = None,
+    feature_cache_size: FeatureCacheSizeOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> int:
     """Segment image folders into label PNGs and per-image JSON, for labelling pipelines.
 
@@ -142,6 +153,14 @@ def segment_command(
         gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker,
     )
+    caching = cache_options_from_cli(
+        cache_dir=cache_dir,
+        no_cache=no_cache,
+        feature_cache=feature_cache,
+        feature_cache_size=feature_cache_size,
+        engine_is_local=ray_options is None,
+    )
+    cache_arguments = {"caching": caching} if ray_options is None else {}  # Ray: defaults
     run: Callable[..., Any] = (
         segment if ray_options is None else partial(segment_on_ray, ray_options=ray_options)
     )
@@ -180,6 +199,7 @@ def segment_command(
             quiet=quiet,
             jsonl_stream=sys.stdout if jsonl else None,
             stdin=sys.stdin,
+            **cache_arguments,
         )
     if jsonl:
         _flush_stdout()

@@ -46,6 +46,8 @@ class FeatureCache:
     def __init__(self, folder: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         self.folder = Path(folder).expanduser()
         self.store = CacheStore(self.folder / FEATURES_FOLDER, max_bytes)
+        if max_bytes is not None:
+            self.store.evict(max_bytes)  # a smaller limit than the last run's applies at once
 
     @staticmethod
     def key(image_digest: str, context: Mapping[str, Any]) -> str:
@@ -74,9 +76,7 @@ class FeatureCache:
 def _encode(windows: Sequence[np.ndarray]) -> bytes:
     arrays = [np.ascontiguousarray(w, dtype=np.float32) for w in windows]
     header = json.dumps({"format": FORMAT, "shapes": [list(a.shape) for a in arrays]}).encode()
-    return b"".join(
-        [len(header).to_bytes(4, "little"), header, *(a.tobytes() for a in arrays)]
-    )
+    return b"".join([len(header).to_bytes(4, "little"), header, *(a.tobytes() for a in arrays)])
 
 
 def _decode(payload: bytes) -> list[np.ndarray] | None:

@@ -67,6 +67,7 @@ from scclip_cli.maps.metrics import (
     merge_confusions,
     reduce_zero_label,
 )
+from scclip_cli.runs.caching import CacheOptions
 
 if TYPE_CHECKING:
     from scclip_cli.predict.segmenter import Segmenter
@@ -157,6 +158,7 @@ def evaluate(
     protocol_overrides: dict[str, object] | None = None,
     batch_size: int | None = None,
     progress: bool | None = None,
+    caching: CacheOptions | None = None,
 ) -> EvaluationResult:
     """Score predictions against ground truth and return the summed confusion matrix.
 
@@ -184,6 +186,9 @@ def evaluate(
             (``batch_size`` by default :func:`~scclip_cli.predict.segmenter.default_batch_size`).
         preset, protocol, protocol_overrides: the protocol: a preset (default: the dataset's) or a
             full config, with the explicitly given fields replaced.
+        caching: text-embedding and feature caches for the segmenter loaded here
+            (:class:`~scclip_cli.runs.caching.CacheOptions`); with a feature cache, the result's
+            ``run_info`` gets a ``feature_cache`` record (hits, misses, size).
         progress: progress bar on stderr (default: when stderr is a terminal).
 
     Raises:
@@ -224,6 +229,7 @@ def evaluate(
                 preset=plan.preset,
                 protocol=resolve_protocol(plan.preset, protocol, **(protocol_overrides or {})),
                 batch_size=batch_size,
+                **(caching or CacheOptions()).load_options(),
             )
         class_names = plan.record_segmenter(tuple(segmenter.class_names), segmenter.describe())
         predict = segmenter_source(segmenter, save_pred)
@@ -240,7 +246,10 @@ def evaluate(
         progress=show_progress(progress),
         fail_fast=predictions is not None,
     )
-    return EvaluationResult(confusion, run_info=plan.run_info)
+    run_info = dict(plan.run_info)
+    if segmenter is not None and segmenter.feature_cache is not None:
+        run_info["feature_cache"] = segmenter.feature_cache.report()
+    return EvaluationResult(confusion, run_info=run_info)
 
 
 @dataclass

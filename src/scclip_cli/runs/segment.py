@@ -36,7 +36,9 @@ from scclip_cli.runs.bookkeeping import (
     plan_run,
     protocol_overrides,
     rerun_without_model,
+    write_summary,
 )
+from scclip_cli.runs.caching import CacheOptions, describe_feature_cache
 from scclip_cli.runs.inputs import Shard
 from scclip_cli.runs.local_engine import DEFAULT_READ_WORKERS, segment_jobs
 from scclip_cli.runs.summary import RunSummary
@@ -74,6 +76,7 @@ def segment(
     stdin: TextIO | None = None,
     read_workers: int | None = None,
     progress: bool | None = None,
+    caching: CacheOptions | None = None,
 ) -> RunSummary:
     """Segment image files and folders into label PNGs and per-image JSON under ``out_dir``.
 
@@ -101,6 +104,9 @@ def segment(
         stdin: where ``"-"`` reads paths (``sys.stdin`` by default).
         read_workers: decoding threads (default ``min(8, CPUs)``).
         progress: show the progress bar; by default when not ``quiet`` and stderr is a terminal.
+        caching: text-embedding and feature caches (:class:`~scclip_cli.runs.caching.CacheOptions`;
+            by default text embeddings are cached in the user's cache folder). With a feature
+            cache, ``summary.json`` gets a ``feature_cache`` record (hits, misses, size).
 
     Returns:
         The run's :class:`RunSummary` (``exit_code`` 0 when nothing failed, 1 otherwise), also
@@ -157,6 +163,7 @@ def segment(
             area_threshold=area_threshold,
         ),
         batch_size=batch_size,
+        **(caching or CacheOptions()).load_options(),
     )
     if load_seconds:
         reporter.message(f"loaded {model} ({pretrained}) in {load_seconds:.1f} s")
@@ -177,6 +184,10 @@ def segment(
             overlay=overlay,
             read_workers=read_workers or min(DEFAULT_READ_WORKERS, os.cpu_count() or 1),
         )
+    if segmenter.feature_cache is not None:
+        report = segmenter.feature_cache.report()
+        write_summary(run.summary, feature_cache=report)
+        reporter.message(describe_feature_cache(report))
     return run.summary
 
 
@@ -199,6 +210,8 @@ def _obtain_segmenter(
                 "protocol options cannot change an already loaded segmenter; "
                 "pass them to Segmenter.load"
             )
+        if load_options.get("feature_cache") is not None:
+            raise UsageError("a feature cache cannot be added to an already loaded segmenter")
         return segmenter, 0.0
     if vocab is None:
         raise UsageError("a vocabulary (--vocab) is needed to load the segmenter")
