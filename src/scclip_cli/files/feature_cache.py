@@ -44,7 +44,7 @@ class FeatureCache:
     """Window features per image under ``folder`` (at most ``max_bytes``; ``None``: no limit)."""
 
     def __init__(self, folder: str | os.PathLike[str], max_bytes: int | None = None) -> None:
-        self.folder = Path(folder).expanduser()
+        self.folder = Path(folder).expanduser().absolute()
         self.store = CacheStore(self.folder / FEATURES_FOLDER, max_bytes)
         if max_bytes is not None:
             self.store.evict(max_bytes)  # a smaller limit than the last run's applies at once

@@ -606,12 +606,48 @@ def _identity(plan: _ModelPlan, pretrained: str) -> tuple[dict[str, str], str]:
     return identity, pretrained_id
 
 
+MODEL_FACTS_FOLDER = "models"
+"""Subfolder of the user's cache folder that holds :class:`DeferredClip`'s facts per model."""
+
+
+def _facts_key(model: str, pretrained: str) -> str | None:
+    """The key of a model's facts: the arguments, and for files their path, size, modification
+    time and inode (a changed file is hashed again); ``None`` when a file is missing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from scclip_cli.files.cache_store import key_of
+
+    def stat_of(text: str) -> list[object] | None:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            return None
+        info = path.stat()
+        return [str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ino]
+
+    parts: dict[str, object] = {"model": model, "pretrained": pretrained}
+    for name, text in (("model_file", model), ("weights_file", pretrained)):
+        if text.lower().endswith((".json", *WEIGHT_SUFFIXES)) or os.sep in text or "/" in text:
+            found = stat_of(text)
+            if found is None:
+                return None
+            parts[name] = found
+    try:
+        parts["open_clip"] = version("open_clip_torch")
+    except PackageNotFoundError:
+        parts["open_clip"] = "unknown"
+    return key_of(parts)
+
+
 class DeferredClip:
     """A model that is loaded (:func:`load_clip`) only when its weights are first needed.
 
     Tells what a :class:`LoadedClip` tells about itself (identity, device, dtype, depth, output
     dimension) from the model's config alone, so a run whose every image's features are cached
     never builds the model. ``release_text`` frees the text tower right after the load.
+
+    With ``facts_dir`` (the user's cache folder), those facts are kept there
+    (``<facts_dir>/models``) by model, weights and the weights file's size and modification time:
+    a later run then learns them without importing open_clip or hashing the weights again.
     """
 
     def __init__(
@@ -622,25 +658,64 @@ class DeferredClip:
         precision: str = "auto",
         *,
         release_text: bool = True,
+        facts_dir: str | Path | None = None,
     ) -> None:
-        import open_clip
-
         self._arguments = (model, pretrained, device, precision)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(precision, self.device)
-        plan = _plan_model(model, pretrained)
-        config = open_clip.get_model_config(plan.name) or {}
-        _check_tower_config(plan.name, config)
-        self.identity, self.pretrained = _identity(plan, pretrained)
         self.model_name = model
-        vision = config.get("vision_cfg", {})
-        if not isinstance(vision.get("layers"), int) or "embed_dim" not in config:
-            raise ModelLoadError(f"model {model}: its config gives no vision depth / embed_dim")
-        self.depth = int(vision["layers"])
-        self.output_dim = int(config["embed_dim"])
+        facts = self._cached_facts(facts_dir)
+        if facts is None:
+            facts = self._read_facts()
+            self._store_facts(facts_dir, facts)
+        self.identity: dict[str, str] = dict(facts["identity"])
+        self.pretrained: str = str(facts["pretrained"])
+        self.depth: int = int(facts["depth"])
+        self.output_dim: int = int(facts["output_dim"])
         self._release_text = release_text
         self._loaded: LoadedClip | None = None
         self._lock = threading.Lock()
+
+    def _read_facts(self) -> dict[str, Any]:
+        import open_clip
+
+        model, pretrained = self._arguments[:2]
+        plan = _plan_model(model, pretrained)
+        config = open_clip.get_model_config(plan.name) or {}
+        _check_tower_config(plan.name, config)
+        identity, pretrained_id = _identity(plan, pretrained)
+        vision = config.get("vision_cfg", {})
+        if not isinstance(vision.get("layers"), int) or "embed_dim" not in config:
+            raise ModelLoadError(f"model {model}: its config gives no vision depth / embed_dim")
+        return {
+            "identity": identity,
+            "pretrained": pretrained_id,
+            "depth": int(vision["layers"]),
+            "output_dim": int(config["embed_dim"]),
+        }
+
+    def _cached_facts(self, facts_dir: str | Path | None) -> dict[str, Any] | None:
+        if facts_dir is None:
+            return None
+        from scclip_cli.files.cache_store import CacheStore
+
+        key = _facts_key(*self._arguments[:2])
+        found = None if key is None else CacheStore(Path(facts_dir) / MODEL_FACTS_FOLDER).get(key)
+        try:
+            facts = json.loads(found) if found is not None else None
+            if facts is not None and not isinstance(facts["identity"], dict):
+                return None
+            return facts
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _store_facts(self, facts_dir: str | Path | None, facts: dict[str, Any]) -> None:
+        key = None if facts_dir is None else _facts_key(*self._arguments[:2])
+        if facts_dir is not None and key is not None:
+            from scclip_cli.files.cache_store import CacheStore
+
+            store = CacheStore(Path(facts_dir) / MODEL_FACTS_FOLDER)
+            store.put(key, json.dumps(facts, sort_keys=True).encode())
 
     @property
     def is_loaded(self) -> bool:
@@ -651,9 +726,14 @@ class DeferredClip:
         with self._lock:
             if self._loaded is None:
                 loaded = load_clip(*self._arguments)
-                if loaded.depth != self.depth or loaded.output_dim != self.output_dim:
+                if (
+                    loaded.depth != self.depth
+                    or loaded.output_dim != self.output_dim
+                    or loaded.identity != self.identity
+                ):
                     raise ModelLoadError(
-                        f"model {self.model_name} does not have the depth / dimension its config says"
+                        f"model {self.model_name} is not the model its config and weights said "
+                        "(were the weights replaced during the run?)"
                     )
                 if self._release_text:
                     loaded.release_text_tower()

@@ -182,7 +182,8 @@ class Segmenter:
         Args:
             text_cache: read and store a class list's embeddings in the user's cache folder
                 (``cache_dir``, by default ``$XDG_CACHE_HOME/scclip``; see
-                :class:`~scclip_cli.model.text_embeddings.EmbeddingCache`).
+                :class:`~scclip_cli.model.text_embeddings.EmbeddingCache`), and, for a deferred
+                model, what its config says (:class:`~scclip_cli.model.loading.DeferredClip`).
             feature_cache: look each image's window features up there before running the model,
                 and store them after. With an ``.npz`` vocabulary (or embeddings) the model then
                 loads only when an image misses.
@@ -204,7 +205,14 @@ class Segmenter:
         )
         clip: LoadedClip | DeferredClip
         if feature_cache is not None and embedded:
-            clip = DeferredClip(model, pretrained, device, precision, release_text=True)
+            from scclip_cli.files.cache_store import default_cache_dir
+
+            facts_dir = (
+                (Path(cache_dir) if cache_dir else default_cache_dir()) if text_cache else None
+            )
+            clip = DeferredClip(
+                model, pretrained, device, precision, release_text=True, facts_dir=facts_dir
+            )
             if isinstance(vocab, QueryEmbeddings):
                 embeddings = vocab
             else:
