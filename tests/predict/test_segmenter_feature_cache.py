@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from scclip_cli.config import MethodConfig, ProtocolConfig
+from scclip_cli.config import ConfigError, MethodConfig, ProtocolConfig
 from scclip_cli.files.feature_cache import FeatureCache
 from scclip_cli.files.vocabulary import parse_vocabulary
 from scclip_cli.model.text_embeddings import embed_vocabulary, save_embeddings
@@ -139,3 +139,21 @@ def test_all_hits_with_embedded_vocabulary_load_no_model(tiny_clip, embeddings, 
     assert [r.labels.tobytes() for r in again.segment_many(IMAGES)] == labels
     assert not again.model_loaded
     assert again.describe()["model_identity"] == dict(tiny_clip.identity)
+
+
+def test_variants_equal_separate_segmenters(tiny_clip, embeddings, tmp_path):
+    protocols = [
+        dataclasses.replace(PROTOCOL, logit_scale=scale, prob_threshold=prob)
+        for scale in (40.0, 90.0)
+        for prob in (0.0, 0.5)
+    ]
+    seg = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path))
+    variants = list(seg.segment_variants(IMAGES, protocols))
+    assert len(variants) == len(IMAGES)
+    for index, protocol in enumerate(protocols):
+        alone = Segmenter(tiny_clip, embeddings, protocol).segment_many(IMAGES)
+        for per_image, result in zip(variants, alone, strict=True):
+            assert per_image[index].labels.tobytes() == result.labels.tobytes()
+            assert per_image[index].confidence.tobytes() == result.confidence.tobytes()
+    with pytest.raises(ConfigError):
+        next(seg.segment_variants(IMAGES, [dataclasses.replace(PROTOCOL, stride=56)]))

@@ -198,6 +198,17 @@ JsonOpt = Annotated[
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
+SweepOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sweep",
+        metavar="NAME=V1,V2,...",
+        help="Score every combination of these post-processing settings in one pass over the "
+        "images (repeatable; NAME: prob-threshold, logit-scale, area-threshold): prints a table "
+        "with the best (highest mIoU) marked, also in --json; the scores shown are the best's",
+        rich_help_panel=SCORING_PANEL,
+    ),
+]
 ChartOpt = Annotated[
     Path | None,
     typer.Option(
@@ -258,6 +269,7 @@ def eval_command(
     feature_cache_size: FeatureCacheSizeOpt = None,
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
+    sweep: SweepOpt = None,
 ) -> int:
     """Score segmentations with mIoU, mAcc and aAcc (mmsegmentation's definitions).
 
@@ -289,6 +301,8 @@ def eval_command(
         engine_is_local=ray_options is None,
     )
     cache_arguments = {"caching": caching} if ray_options is None else {}  # Ray: defaults
+    if sweep and ray_options is not None:
+        raise UsageError("--sweep works with the local engine only (drop --engine ray)")
     result: EvaluationResult
     if merge:
         others = {
@@ -361,8 +375,13 @@ def eval_command(
             batch_size=batch_size,
             progress=False if quiet else None,
             **cache_arguments,
+            **({"sweep": sweep} if sweep else {}),
         )
     eval_report.print_table(result)
+    if "sweep" in result.run_info:
+        from scclip_cli.runs.sweep import format_sweep
+
+        print(format_sweep(result.run_info["sweep"]))
     written = []
     if save_confusion is not None:
         result.confusion.save(save_confusion)

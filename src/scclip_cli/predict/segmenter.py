@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,7 +93,9 @@ class _Job:
     """Its feature-cache entry, when its features are to be stored there once all computed."""
     features: dict[int, torch.Tensor] | None = None
     """``[gh, gw, D]`` float32 features of each window scored so far (by window index), kept only
-    while they are to be stored in the feature cache."""
+    while they are to be stored in the feature cache, or for :meth:`Segmenter.segment_variants`."""
+    keep: bool = False
+    """Keep :attr:`features` after storing them (for :meth:`Segmenter.segment_variants`)."""
 
 
 class Segmenter:
@@ -339,6 +341,42 @@ class Segmenter:
         for job in self._scored_jobs(images):
             yield self._finish(job)
 
+    def segment_variants(
+        self,
+        images: Iterable[np.ndarray | PreparedImage],
+        protocols: Sequence[ProtocolConfig],
+    ) -> Iterator[list[Segmentation]]:
+        """Segment each image once per protocol, running the model (or reading the feature cache)
+        once per image: yields, per image in order, one :class:`Segmentation` per protocol.
+
+        The protocols may differ from :attr:`protocol` in their post-processing only (logit scale,
+        probability and area thresholds); each result is the same bits as :meth:`segment_many`
+        of a segmenter with that protocol.
+
+        Raises:
+            ConfigError: a protocol with another resize or window geometry.
+        """
+        import torch
+
+        from scclip_cli.maps.sliding_window import WindowCanvas
+
+        geometry = ("short_side", "long_side", "crop", "stride")
+        for protocol in protocols:
+            if any(getattr(protocol, g) != getattr(self.protocol, g) for g in geometry):
+                raise ConfigError("variants may change post-processing only, not the geometry")
+        for job in self._scored_jobs(images, keep_features=True):
+            assert job.features is not None
+            results = []
+            for protocol in protocols:
+                _, h, w = job.prepared.pixels.shape
+                canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
+                variant = _Job(job.prepared, job.windows, canvas, len(job.windows))
+                with torch.inference_mode():
+                    for index in range(len(job.windows)):
+                        self._add_window(variant, index, job.features[index])
+                results.append(self._finish(variant, protocol))
+            yield results
+
     def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
         """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale; refined
         by PAMR when ``method.pamr_steps > 0``).
@@ -355,7 +393,9 @@ class Segmenter:
             full = upsample_scores(self._averaged_scores(job), prepared.height, prepared.width)
             return full.contiguous().cpu().numpy()
 
-    def _scored_jobs(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[_Job]:
+    def _scored_jobs(
+        self, images: Iterable[np.ndarray | PreparedImage], keep_features: bool = False
+    ) -> Iterator[_Job]:
         from scclip_cli.maps.sliding_window import WindowCanvas, windows
 
         p = self.protocol
@@ -367,6 +407,8 @@ class Segmenter:
             job_windows = windows(h, w, p.crop, p.stride)
             canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
             job = _Job(prepared, job_windows, canvas, len(job_windows))
+            if keep_features:
+                job.features, job.keep = {}, True
             pending.append(job)
             if self.feature_cache is not None and self._from_cache(job):
                 job.remaining = 0
@@ -398,7 +440,7 @@ class Segmenter:
                 if job.features is not None:
                     job.features[index] = features
                 self._add_window(job, index, features)
-                if job.remaining == 0 and job.features is not None:
+                if job.remaining == 0 and job.cache_key is not None:
                     self._store(job)
 
     def _add_window(self, job: _Job, index: int, features: torch.Tensor) -> None:
@@ -430,20 +472,26 @@ class Segmenter:
             self.feature_cache.store.discard(key)  # not what these windows make: recompute
             found = None
         if found is None:
-            job.cache_key, job.features = key, {}
+            job.cache_key = key
+            if job.features is None:
+                job.features = {}
             return False
         with torch.inference_mode():
             for index, array in enumerate(found):
                 features = torch.empty(array.shape, dtype=torch.float32)  # aligned, as computed
                 features.copy_(torch.from_numpy(array.copy()))
-                self._add_window(job, index, features.to(self.device))
+                features = features.to(self.device)
+                if job.features is not None:
+                    job.features[index] = features
+                self._add_window(job, index, features)
         return True
 
     def _store(self, job: _Job) -> None:
         assert self.feature_cache is not None and job.features is not None
         assert job.cache_key is not None
         windows = [job.features[i].cpu().numpy() for i in range(len(job.windows))]
-        job.features = None
+        if not job.keep:
+            job.features = None
         self.feature_cache.put(job.cache_key, windows)
 
     def _averaged_scores(self, job: _Job) -> WindowCanvas | torch.Tensor:
@@ -464,7 +512,7 @@ class Segmenter:
         pixels = job.prepared.pixels.to(scores.device)
         return refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
 
-    def _finish(self, job: _Job) -> Segmentation:
+    def _finish(self, job: _Job, protocol: ProtocolConfig | None = None) -> Segmentation:
         import torch
 
         from scclip_cli.maps.postprocess import labels_from_scores
@@ -476,7 +524,7 @@ class Segmenter:
                 job.prepared.width,
                 self.query_class,
                 len(self._class_names),
-                self.protocol,
+                protocol or self.protocol,
                 workspace=self.workspace,
                 runner=self.parts,
             )

@@ -45,7 +45,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -159,6 +159,7 @@ def evaluate(
     batch_size: int | None = None,
     progress: bool | None = None,
     caching: CacheOptions | None = None,
+    sweep: Sequence[str] = (),
 ) -> EvaluationResult:
     """Score predictions against ground truth and return the summed confusion matrix.
 
@@ -189,6 +190,10 @@ def evaluate(
         caching: text-embedding and feature caches for the segmenter loaded here
             (:class:`~scclip_cli.runs.caching.CacheOptions`); with a feature cache, the result's
             ``run_info`` gets a ``feature_cache`` record (hits, misses, size).
+        sweep: post-processing settings to sweep (``["prob-threshold=0,0.1",
+            "logit-scale=40,50"]``, see :mod:`scclip_cli.runs.sweep`): every combination is
+            scored in one pass over the images; the result is the best combination's (highest
+            mIoU) and its ``run_info["sweep"]`` lists every combination's scores.
         progress: progress bar on stderr (default: when stderr is a terminal).
 
     Raises:
@@ -214,6 +219,15 @@ def evaluate(
         classes_from_model=predict is None and segmenter is None,
     )
     class_names = plan.class_names
+    axes = None
+    if sweep:
+        from scclip_cli.runs.sweep import parse_sweep
+
+        axes = parse_sweep(sweep)  # refused before any model loads
+        if not plan.uses_images or predict is not None:
+            raise UsageError("--sweep segments images: use it with --images or --dataset")
+        if save_pred is not None:
+            raise UsageError("--sweep scores many settings; --save-pred saves one: drop one")
     # -- the prediction source
     if plan.uses_images and predict is None:
         if segmenter is None:
@@ -232,6 +246,8 @@ def evaluate(
                 **(caching or CacheOptions()).load_options(),
             )
         class_names = plan.record_segmenter(tuple(segmenter.class_names), segmenter.describe())
+        if axes is not None:
+            return _evaluate_sweep(plan, segmenter, axes, class_names, ignore_index, progress)
         predict = segmenter_source(segmenter, save_pred)
     elif predict is not None and save_pred is not None:
         predict = _saving(predict, save_pred, len(class_names or ()) or (plan.num_classes or 0))
@@ -682,6 +698,59 @@ def _score_one(
     if not problems and not failed:
         confusion.add_unchecked(pred, gt)
     return problems
+
+
+def _evaluate_sweep(
+    plan: EvalPlan,
+    segmenter: Segmenter,
+    axes: dict[str, tuple[float | None, ...]],
+    class_names: tuple[str, ...] | None,
+    ignore_index: int,
+    progress: bool | None,
+) -> EvaluationResult:
+    """Score every combination of ``axes`` in one pass; the best combination's result, with
+    every combination's scores in ``run_info["sweep"]``."""
+    import dataclasses
+
+    from scclip_cli.runs.sweep import combinations, sweep_rows
+
+    settings = combinations(axes)
+    protocols = [
+        dataclasses.replace(segmenter.protocol, **cast(dict[str, Any], setting))
+        for setting in settings
+    ]
+    confusions = [plan.confusion(class_names, ignore_index) for _ in settings]
+    variants = segmenter.segment_variants(_sample_images(plan.selected), protocols)
+    for sample, results in zip(plan.selected, variants, strict=True):
+        for confusion, result in zip(confusions, results, strict=True):
+            problems = _score_one(
+                sample,
+                confusion,
+                iter([(sample.key, result.labels)]),
+                plan.reduce_zero_label,
+                False,
+            )
+            if problems:
+                raise EvaluationError(problem_text("problems", problems))
+    rows = sweep_rows(settings, [c.metrics() for c in confusions])
+    best = next(i for i, row in enumerate(rows) if row["best"])
+    run_info = {**plan.run_info, "sweep": rows, "sweep_best": rows[best]["settings"]}
+    if segmenter.feature_cache is not None:
+        run_info["feature_cache"] = segmenter.feature_cache.report()
+    return EvaluationResult(confusions[best], run_info=run_info)
+
+
+def _sample_images(samples: Sequence[EvalSample]) -> Iterator[np.ndarray]:
+    from scclip_cli.files.image_io import read_image_rgb
+
+    for sample in samples:
+        assert sample.image is not None
+        try:
+            yield read_image_rgb(sample.image)
+        except ScclipError as err:
+            raise EvaluationError(_naming(sample.image, err)) from None
+        except (OSError, ValueError) as err:
+            raise EvaluationError(f"{sample.image}: cannot read image ({err})") from None
 
 
 # ------------------------------------------------------------------------- segmentation source
