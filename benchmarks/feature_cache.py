@@ -108,7 +108,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.model, args.pretrained, args.images, args.size = "scclip-tiny", "random:0", 2, "160x120"
+        args.model, args.pretrained, args.images, args.size = (
+            "scclip-tiny",
+            "random:0",
+            2,
+            "160x120",
+        )
         args.classes, args.rounds = min(args.classes, 20), 1
     width, height = (int(n) for n in args.size.lower().split("x"))
 
@@ -122,8 +127,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         def segment(name: str, vocab: Path, *extra: str) -> tuple[float, Path]:
             out = workdir / "out" / name
-            return run_segment([*common, "--vocab", str(vocab), "--out", str(out), *extra],
-                               args.threads), out
+            return run_segment(
+                [*common, "--vocab", str(vocab), "--out", str(out), *extra], args.threads
+            ), out
 
         _, b_full = segment("b-full", vocab_b, "--prob-threshold", "0.2")
         rounds = []
@@ -142,8 +148,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             rounds.append(
                 {"full": full, "cold": cold, "rerun": rerun, "cache_bytes": summary["size_bytes"]}
             )
-            print(f"round {r}: full {full:.2f} s, cold {cold:.2f} s, rerun {rerun:.2f} s",
-                  file=sys.stderr)
+            print(
+                f"round {r}: full {full:.2f} s, cold {cold:.2f} s, rerun {rerun:.2f} s",
+                file=sys.stderr,
+            )
 
     result = {
         "model": args.model,

@@ -115,7 +115,7 @@ def test_sweep_equals_separate_runs(tmp_path, capsys):
 
 
 def test_sweep_needs_images(tmp_path, capsys):
-    images, gt, vocab = _dataset(tmp_path)
+    _images, gt, vocab = _dataset(tmp_path)
     args = ["eval", "--pred", str(gt), "--gt", str(gt), "--vocab", str(vocab)]
     assert main([*args, "--sweep", "prob-threshold=0,0.1"]) == 2
     assert "--images or --dataset" in capsys.readouterr().err
