@@ -208,6 +208,43 @@ def resolve_dtype(precision: str, device: torch.device | str) -> torch.dtype:
     return dtype
 
 
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""``/proc/cpuinfo`` flags of CPUs that compute bfloat16 matrix products natively."""
+
+
+def cpu_bfloat16_support(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The native bfloat16 flags (:data:`NATIVE_BF16_FLAGS`) this CPU reports; empty where it has
+    none or the system does not say (no ``/proc/cpuinfo``)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return ()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return tuple(flag for flag in NATIVE_BF16_FLAGS if flag in flags)
+
+
+def precision_reason(precision: str, device: torch.device | str) -> str:
+    """Why a run uses the dtype :func:`resolve_dtype` gives (recorded in ``summary.json``)."""
+    import torch
+
+    name = precision.strip().lower()
+    if name != "auto":
+        return f"asked for: --precision {name}"
+    if torch.device(device).type == "cuda":
+        return "auto: float16 on CUDA, as the paper's code"
+    native = cpu_bfloat16_support()
+    if not native:
+        return "auto: float32 on the CPU (no native bfloat16 on this CPU)"
+    return (
+        f"auto: float32 on the CPU; this CPU has native bfloat16 ({', '.join(native)}) but auto "
+        "does not choose it: its labels differ from float32's on more than 0.5 % of stable "
+        "pixels in some cases (docs/performance-cache.md); --precision bfloat16 uses it"
+    )
+
+
 # ---------------------------------------------------------------------------- names
 @dataclass(frozen=True)
 class _ModelPlan:

@@ -132,6 +132,8 @@ class Segmenter:
         """Where each image's window features are looked up before the model runs and stored
         after (see :mod:`scclip_cli.files.feature_cache`); ``None``: no cache."""
         self._extractor: DenseFeatureExtractor | None = None
+        self.precision_reason: str | None = None
+        """Why the model runs in its dtype (set by :meth:`load`; recorded by :meth:`describe`)."""
         features = np.asarray(embeddings.features, dtype=np.float32)
         if features.shape[1] != clip.output_dim:
             raise VocabularyError(
@@ -190,7 +192,7 @@ class Segmenter:
                 and store them after. With an ``.npz`` vocabulary (or embeddings) the model then
                 loads only when an image misses.
         """
-        from scclip_cli.model.loading import DeferredClip, load_clip
+        from scclip_cli.model.loading import DeferredClip, load_clip, precision_reason
         from scclip_cli.model.text_embeddings import (
             EmbeddingCache,
             QueryEmbeddings,
@@ -231,7 +233,9 @@ class Segmenter:
             clip.release_text_tower()  # this model is ours and the vocabulary is embedded
         if calibration is None:
             calibration = calibration_for_depth(clip.depth)
-        return cls(clip, embeddings, protocol, calibration, method, batch_size, feature_cache)
+        segmenter = cls(clip, embeddings, protocol, calibration, method, batch_size, feature_cache)
+        segmenter.precision_reason = precision_reason(precision, clip.device)
+        return segmenter
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -288,6 +292,7 @@ class Segmenter:
             "model_identity": dict(self.clip.identity),
             "device": str(self.device),
             "precision": str(self.clip.dtype).replace("torch.", ""),
+            "precision_reason": self.precision_reason,
             "method": dataclasses.asdict(self.method),
             "protocol": dataclasses.asdict(self.protocol),
             "calibration": dataclasses.asdict(self.calibration),

@@ -77,7 +77,7 @@ LABEL_EXTENSION = ".png"
 IGNORED_PRED_SUFFIXES = (COLOR_SUFFIX,)
 """Files in a prediction folder that are renderings, not label maps (``scclip segment`` writes a
 ``<stem>_color.png`` beside 16-bit masks)."""
-RUN_LOCAL_KEYS = ("device", "batch_size", "torch")
+RUN_LOCAL_KEYS = ("device", "batch_size", "torch", "feature_cache", "precision_reason")
 """Segmenter description keys that may differ between the shards of one run (they are reported,
 not compared when merging)."""
 
