@@ -92,7 +92,7 @@ def forward_seconds(segmenter: Any, batches: Sequence[Any]) -> float:
     return time.perf_counter() - start
 
 
-def measure(model: str, classes: int, rounds: int, margin: float) -> dict[str, Any]:
+def measure(model: str, classes: int, rounds: int, margins: Sequence[float]) -> dict[str, Any]:
     from scclip_cli.files.vocabulary import parse_vocabulary
     from scclip_cli.model.loading import load_clip
     from scclip_cli.model.text_embeddings import embed_vocabulary
@@ -117,13 +117,17 @@ def measure(model: str, classes: int, rounds: int, margin: float) -> dict[str, A
     for name, picture in pictures.items():
         a = seg32.segment(picture).labels
         b = seg16.segment(picture).labels
-        stable = stable_margin(seg32, picture) >= margin
-        agreement[name] = {
-            "all": float((a == b).mean()),
-            "stable": float((a[stable] == b[stable]).mean()) if stable.any() else None,
-            "stable_share": float(stable.mean()),
-        }
-    stable_pixels = [v["stable"] for v in agreement.values() if v["stable"] is not None]
+        lead = stable_margin(seg32, picture)
+        agreement[name] = {"all": float((a == b).mean())}
+        for margin in margins:
+            stable = lead >= margin
+            agreement[name][f"stable@{margin:g}"] = (
+                float((a[stable] == b[stable]).mean()) if stable.any() else None
+            )
+            agreement[name][f"share@{margin:g}"] = float(stable.mean())
+    stable_pixels = [
+        v[f"stable@{m:g}"] for v in agreement.values() for m in margins if v[f"stable@{m:g}"]
+    ]
     return {
         "model": model,
         "crops": sum(len(b) for b in batches),
@@ -147,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--models", nargs="+", default=["scclip-tiny", "ViT-B-16-quickgelu"])
     parser.add_argument("--classes", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--margin", type=float, default=0.1)
+    parser.add_argument("--margins", type=float, nargs="+", default=[0.1, 0.02, 0.005])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     print(
@@ -156,20 +160,24 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     results = []
     for model in args.models:
-        result = measure(model, args.classes, args.rounds, args.margin)
+        result = measure(model, args.classes, args.rounds, args.margins)
         results.append(result)
         print(
             f"\n{model}: {result['crops']} crops; float32 {result['median_float32']:.2f} s, "
             f"bfloat16 {result['median_bfloat16']:.2f} s, speed-up (median of rounds) "
             f"{result['speedup_median_of_rounds']:.2f}×\n"
-            f"| image | agreement, all pixels | agreement, stable pixels | stable share |\n"
-            f"|---|---:|---:|---:|"
+            "| image | all pixels | "
+            + " | ".join(f"stable at {m:g} (share)" for m in args.margins)
+            + " |\n|---|---:|"
+            + "---:|" * len(args.margins)
         )
         for name, a in result["agreement"].items():
-            stable = "-" if a["stable"] is None else f"{100 * a['stable']:.2f} %"
-            print(
-                f"| {name} | {100 * a['all']:.2f} % | {stable} | {100 * a['stable_share']:.1f} % |"
-            )
+            cells = []
+            for m in args.margins:
+                value = a[f"stable@{m:g}"]
+                shown = "-" if value is None else f"{100 * value:.2f} %"
+                cells.append(f"{shown} ({100 * a[f'share@{m:g}']:.1f} %)")
+            print(f"| {name} | {100 * a['all']:.2f} % | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -263,8 +263,9 @@ def evaluate(
         fail_fast=predictions is not None,
     )
     run_info = dict(plan.run_info)
-    if segmenter is not None and segmenter.feature_cache is not None:
-        run_info["feature_cache"] = segmenter.feature_cache.report()
+    feature_cache = getattr(segmenter, "feature_cache", None)  # a stand-in may have none
+    if feature_cache is not None:
+        run_info["feature_cache"] = feature_cache.report()
     return EvaluationResult(confusion, run_info=run_info)
 
 

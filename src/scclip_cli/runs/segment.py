@@ -184,8 +184,9 @@ def segment(
             overlay=overlay,
             read_workers=read_workers or min(DEFAULT_READ_WORKERS, os.cpu_count() or 1),
         )
-    if segmenter.feature_cache is not None:
-        report = segmenter.feature_cache.report()
+    feature_cache = getattr(segmenter, "feature_cache", None)  # a stand-in may have none
+    if feature_cache is not None:
+        report = feature_cache.report()
         write_summary(run.summary, feature_cache=report)
         reporter.message(describe_feature_cache(report))
     return run.summary
