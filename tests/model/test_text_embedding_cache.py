@@ -84,3 +84,19 @@ def test_deferred_clip_knows_the_model_without_loading_it(tiny_clip):
     assert not deferred.is_loaded
     assert deferred.visual is deferred.load().visual and deferred.is_loaded
     assert not deferred.load().has_text_tower
+
+
+def test_native_bfloat16_flags_and_precision_reason(tmp_path, monkeypatch):
+    from scclip_cli.model import loading
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor : 0\nflags : fpu sse avx512f avx512_bf16 amx_tile amx_bf16\n")
+    assert loading.cpu_bfloat16_support(info) == ("amx_bf16", "avx512_bf16")
+    info.write_text("processor : 0\nflags : fpu sse avx2\n")
+    assert loading.cpu_bfloat16_support(info) == ()
+    assert loading.cpu_bfloat16_support(tmp_path / "missing") == ()
+    assert loading.precision_reason("bfloat16", "cpu") == "asked for: --precision bfloat16"
+    monkeypatch.setattr(loading, "cpu_bfloat16_support", lambda: ())
+    assert "no native bfloat16" in loading.precision_reason("auto", "cpu")
+    monkeypatch.setattr(loading, "cpu_bfloat16_support", lambda: ("amx_bf16",))
+    assert "amx_bf16" in loading.precision_reason("auto", "cpu")

@@ -240,8 +240,8 @@ def precision_reason(precision: str, device: torch.device | str) -> str:
         return "auto: float32 on the CPU (no native bfloat16 on this CPU)"
     return (
         f"auto: float32 on the CPU; this CPU has native bfloat16 ({', '.join(native)}) but auto "
-        "does not choose it: its labels differ from float32's on more than 0.5 % of stable "
-        "pixels in some cases (docs/performance-cache.md); --precision bfloat16 uses it"
+        "does not choose it: its labels are not yet shown to agree with float32's on 99.5 % of "
+        "stable pixels (docs/performance-cache.md); --precision bfloat16 uses it"
     )
 
 
