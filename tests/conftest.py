@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 GOLDEN_DIR = Path(__file__).parent / "data" / "golden"
+
+# Runs cache text embeddings in the user's cache folder by default: never the real one in tests
+# (set at import, before any session fixture or child process; each test then gets its own).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="scclip-test-cache-")
+
+
+@pytest.fixture(autouse=True)
+def user_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty ``$XDG_CACHE_HOME`` of this test's own; returns the scclip cache folder in it."""
+    home = tmp_path / "xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home / "scclip"
 
 
 @pytest.fixture(scope="session")

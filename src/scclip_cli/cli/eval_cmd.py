@@ -160,6 +160,17 @@ JsonOpt = Annotated[
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
+SweepOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sweep",
+        metavar="NAME=V1,V2,...",
+        help="Score every combination of these post-processing settings in one pass over the "
+        "images (repeatable; NAME: prob-threshold, logit-scale, area-threshold): prints a table "
+        "with the best (highest mIoU) marked, also in --json; the scores shown are the best's",
+        rich_help_panel=SCORING_PANEL,
+    ),
+]
 ChartOpt = Annotated[
     Path | None,
     typer.Option(
@@ -190,6 +201,7 @@ def eval_command(
     save_confusion: SaveConfusionOpt = None,
     json_path: JsonOpt = None,
     chart: ChartOpt = None,
+    sweep: SweepOpt = None,
 ) -> int:
     """Score segmentations with mIoU, mAcc and aAcc (mmsegmentation's definitions).
 
@@ -219,6 +231,7 @@ def eval_command(
                 "--vocab": vocab,
                 "--num-classes": num_classes,
                 "--engine ray": None if shared.engine == "local" else shared.engine,
+                "--sweep": sweep or None,
             }
         )
         result = merge_results(parts or [])
@@ -249,6 +262,8 @@ def eval_command(
                 protocol_overrides=shared.protocol_overrides,
                 progress=False if shared.quiet else None,
                 quiet=shared.quiet,
+                caching=shared.caching,
+                sweep=tuple(sweep or ()),
             )
     _report(result, save_confusion, json_path, chart, quiet=shared.quiet)
     return 0
@@ -273,6 +288,10 @@ def _report(
     from scclip_cli.runs import eval_report
 
     eval_report.print_table(result)
+    if "sweep" in result.run_info:
+        from scclip_cli.runs.sweep import format_sweep
+
+        print(format_sweep(result.run_info["sweep"]))
     written = []
     if save_confusion is not None:
         result.confusion.save(save_confusion)

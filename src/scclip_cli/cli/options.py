@@ -18,6 +18,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from scclip_cli.cli.cache_options import (
+    CacheDirOpt,
+    FeatureCacheOpt,
+    FeatureCacheSizeOpt,
+    NoCacheOpt,
+    cache_options_from_cli,
+)
 from scclip_cli.config import (
     ANOMALY_DETECTORS,
     DEFAULT_MODEL,
@@ -33,6 +40,7 @@ from scclip_cli.errors import ConfigError, UsageError
 from scclip_cli.predict.model_options import ModelOptions
 
 if TYPE_CHECKING:
+    from scclip_cli.runs.caching import CacheOptions
     from scclip_cli.runs.ray_engine import RayOptions
 
 _PROTOCOL = ProtocolConfig()
@@ -423,6 +431,8 @@ class SharedOptions:
     """``"local"`` or the Ray options."""
     shard: str | None
     quiet: bool
+    caching: CacheOptions
+    """The text-embedding and feature caches (:class:`~scclip_cli.runs.caching.CacheOptions`)."""
 
 
 def _shared_parameters(
@@ -455,6 +465,10 @@ def _shared_parameters(
     workers: WorkersOpt = None,
     gpus_per_worker: GpusPerWorkerOpt = None,
     cpus_per_worker: CpusPerWorkerOpt = None,
+    feature_cache: FeatureCacheOpt = None,
+    feature_cache_size: FeatureCacheSizeOpt = None,
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> SharedOptions:
     """The shared options, in the order ``--help`` lists them, as one :class:`SharedOptions`."""
     # the engine first: "--workers need --engine ray" before any other complaint
@@ -491,6 +505,13 @@ def _shared_parameters(
         engine=engine_choice,
         shard=shard,
         quiet=quiet,
+        caching=cache_options_from_cli(
+            cache_dir=cache_dir,
+            no_cache=no_cache,
+            feature_cache=feature_cache,
+            feature_cache_size=feature_cache_size,
+            engine_is_local=engine_choice == "local",
+        ),
     )
 
 

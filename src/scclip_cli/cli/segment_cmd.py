@@ -108,6 +108,7 @@ def segment_command(
             jsonl_stream=sys.stdout if jsonl else None,
             stdin=sys.stdin,
             report=report,
+            caching=shared.caching,
             **shared.protocol_overrides,  # type: ignore[arg-type]
         )
     if jsonl:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -206,6 +207,43 @@ def resolve_dtype(precision: str, device: torch.device | str) -> torch.dtype:
             "use --precision float32 or bfloat16"
         )
     return dtype
+
+
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""``/proc/cpuinfo`` flags of CPUs that compute bfloat16 matrix products natively."""
+
+
+def cpu_bfloat16_support(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, ...]:
+    """The native bfloat16 flags (:data:`NATIVE_BF16_FLAGS`) this CPU reports; empty where it has
+    none or the system does not say (no ``/proc/cpuinfo``)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return ()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return tuple(flag for flag in NATIVE_BF16_FLAGS if flag in flags)
+
+
+def precision_reason(precision: str, device: torch.device | str) -> str:
+    """Why a run uses the dtype :func:`resolve_dtype` gives (recorded in ``summary.json``)."""
+    import torch
+
+    name = precision.strip().lower()
+    if name != "auto":
+        return f"asked for: --precision {name}"
+    if torch.device(device).type == "cuda":
+        return "auto: float16 on CUDA, as the paper's code"
+    native = cpu_bfloat16_support()
+    if not native:
+        return "auto: float32 on the CPU (no native bfloat16 on this CPU)"
+    return (
+        f"auto: float32 on the CPU; this CPU has native bfloat16 ({', '.join(native)}) but auto "
+        "does not choose it: its labels are not yet shown to agree with float32's on 99.5 % of "
+        "stable pixels (docs/performance-cache.md); --precision bfloat16 uses it"
+    )
 
 
 # ---------------------------------------------------------------------------- names
@@ -600,6 +638,184 @@ def _quiet_open_clip() -> Iterator[None]:
         root.removeFilter(drop)
 
 
+def _identity(plan: _ModelPlan, pretrained: str) -> tuple[dict[str, str], str]:
+    """:attr:`LoadedClip.identity` and the normalised ``pretrained``, without loading anything (a
+    weights file is hashed)."""
+    identity = {"model": plan.name}
+    if plan.requested != plan.name:
+        identity["model_requested"] = plan.requested
+    if plan.note:
+        identity["note"] = plan.note
+    seed = parse_random_seed(pretrained)
+    if seed is not None:
+        pretrained_id = f"{RANDOM_PREFIX}:{seed}"
+    elif _is_tag(pretrained):
+        from open_clip.pretrained import _clean_tag
+
+        pretrained_id = _clean_tag(pretrained.strip())
+    else:
+        weights_file = Path(pretrained).expanduser()
+        if not weights_file.is_file():
+            raise ModelLoadError(f"weights file {weights_file} not found")
+        pretrained_id = str(weights_file.resolve())
+        identity["weights_sha256"] = file_sha256(weights_file)
+    identity["pretrained"] = pretrained_id
+    return identity, pretrained_id
+
+
+MODEL_FACTS_FOLDER = "models"
+"""Subfolder of the user's cache folder that holds :class:`DeferredClip`'s facts per model."""
+
+
+def _facts_key(model: str, pretrained: str) -> str | None:
+    """The key of a model's facts: the arguments, and for files their path, size, modification
+    time and inode (a changed file is hashed again); ``None`` when a file is missing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from scclip_cli.files.cache_store import key_of
+
+    def stat_of(text: str) -> list[object] | None:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            return None
+        info = path.stat()
+        return [str(path.resolve()), info.st_size, info.st_mtime_ns, info.st_ino]
+
+    parts: dict[str, object] = {"model": model, "pretrained": pretrained}
+    for name, text in (("model_file", model), ("weights_file", pretrained)):
+        if text.lower().endswith((".json", *WEIGHT_SUFFIXES)) or os.sep in text or "/" in text:
+            found = stat_of(text)
+            if found is None:
+                return None
+            parts[name] = found
+    try:
+        parts["open_clip"] = version("open_clip_torch")
+    except PackageNotFoundError:
+        parts["open_clip"] = "unknown"
+    return key_of(parts)
+
+
+class DeferredClip:
+    """A model that is loaded (:func:`load_clip`) only when its weights are first needed.
+
+    Tells what a :class:`LoadedClip` tells about itself (identity, device, dtype, depth, output
+    dimension) from the model's config alone, so a run whose every image's features are cached
+    never builds the model. ``release_text`` frees the text tower right after the load.
+
+    With ``facts_dir`` (the user's cache folder), those facts are kept there
+    (``<facts_dir>/models``) by model, weights and the weights file's size and modification time:
+    a later run then learns them without importing open_clip or hashing the weights again.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        pretrained: str = DEFAULT_PRETRAINED,
+        device: str = "auto",
+        precision: str = "auto",
+        *,
+        release_text: bool = True,
+        facts_dir: str | Path | None = None,
+    ) -> None:
+        self._arguments = (model, pretrained, device, precision)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        self.model_name = model
+        facts = self._cached_facts(facts_dir)
+        if facts is None:
+            facts = self._read_facts()
+            self._store_facts(facts_dir, facts)
+        self.identity: dict[str, str] = dict(facts["identity"])
+        self.pretrained: str = str(facts["pretrained"])
+        self.depth: int = int(facts["depth"])
+        self.output_dim: int = int(facts["output_dim"])
+        self.patch_size: int = int(facts["patch_size"])
+        self._release_text = release_text
+        self._loaded: LoadedClip | None = None
+        self._lock = threading.Lock()
+
+    def _read_facts(self) -> dict[str, Any]:
+        import open_clip
+
+        model, pretrained = self._arguments[:2]
+        plan = _plan_model(model, pretrained)
+        config = open_clip.get_model_config(plan.name) or {}
+        _check_tower_config(plan.name, config)
+        identity, pretrained_id = _identity(plan, pretrained)
+        vision = config.get("vision_cfg", {})
+        if not isinstance(vision.get("layers"), int) or "embed_dim" not in config:
+            raise ModelLoadError(f"model {model}: its config gives no vision depth / embed_dim")
+        return {
+            "identity": identity,
+            "pretrained": pretrained_id,
+            "depth": int(vision["layers"]),
+            "output_dim": int(config["embed_dim"]),
+            "patch_size": _patch_side(vision.get("patch_size", 16)),
+        }
+
+    def _cached_facts(self, facts_dir: str | Path | None) -> dict[str, Any] | None:
+        if facts_dir is None:
+            return None
+        from scclip_cli.files.cache_store import CacheStore
+
+        key = _facts_key(*self._arguments[:2])
+        found = None if key is None else CacheStore(Path(facts_dir) / MODEL_FACTS_FOLDER).get(key)
+        try:
+            facts = json.loads(found) if found is not None else None
+            if facts is not None and (
+                not isinstance(facts["identity"], dict) or "patch_size" not in facts
+            ):
+                return None  # damaged, or written before a fact was added
+            return facts
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _store_facts(self, facts_dir: str | Path | None, facts: dict[str, Any]) -> None:
+        key = None if facts_dir is None else _facts_key(*self._arguments[:2])
+        if facts_dir is not None and key is not None:
+            from scclip_cli.files.cache_store import CacheStore
+
+            store = CacheStore(Path(facts_dir) / MODEL_FACTS_FOLDER)
+            store.put(key, json.dumps(facts, sort_keys=True).encode())
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded is not None
+
+    def load(self) -> LoadedClip:
+        """The model, loaded on the first call."""
+        with self._lock:
+            if self._loaded is None:
+                loaded = load_clip(*self._arguments)
+                if (
+                    loaded.depth != self.depth
+                    or loaded.output_dim != self.output_dim
+                    or loaded.identity != self.identity
+                    or loaded.patch_size != self.patch_size
+                ):
+                    raise ModelLoadError(
+                        f"model {self.model_name} is not the model its config and weights said "
+                        "(were the weights replaced during the run?)"
+                    )
+                if self._release_text:
+                    loaded.release_text_tower()
+                self._loaded = loaded
+            return self._loaded
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.load().model
+
+    @property
+    def visual(self) -> Any:
+        return self.load().visual
+
+
+def _patch_side(patch_size: Any) -> int:
+    """The side of a config's ``patch_size`` (an int, or a square ``[p, p]``)."""
+    return int(patch_size[0] if isinstance(patch_size, list | tuple) else patch_size)
+
+
 def load_clip(
     model: str = DEFAULT_MODEL,
     pretrained: str = DEFAULT_PRETRAINED,
@@ -629,27 +845,13 @@ def load_clip(
     plan = _plan_model(model, pretrained)
     _check_tower_config(plan.name, open_clip.get_model_config(plan.name) or {})
 
-    identity = {"model": plan.name}
-    if plan.requested != plan.name:
-        identity["model_requested"] = plan.requested
-    if plan.note:
-        identity["note"] = plan.note
+    identity, pretrained_id = _identity(plan, pretrained)
     seed = parse_random_seed(pretrained)
     weights_file: Path | None = None
-    if seed is not None:
-        pretrained_id = f"{RANDOM_PREFIX}:{seed}"
-    elif _is_tag(pretrained):
-        from open_clip.pretrained import _clean_tag
-
-        pretrained_id = _clean_tag(pretrained.strip())
+    if seed is None and _is_tag(pretrained):
         weights_file = _download_tag(plan, pretrained.strip(), cache_dir)
-    else:
+    elif seed is None:
         weights_file = Path(pretrained).expanduser()
-        if not weights_file.is_file():
-            raise ModelLoadError(f"weights file {weights_file} not found")
-        pretrained_id = str(weights_file.resolve())
-        identity["weights_sha256"] = file_sha256(weights_file)
-    identity["pretrained"] = pretrained_id
 
     try:
         with _quiet_open_clip():

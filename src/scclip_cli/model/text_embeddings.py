@@ -239,11 +239,10 @@ def embed_vocabulary(
 
 
 # ---------------------------------------------------------------------------- cache
-def save_embeddings(emb: QueryEmbeddings, path: str | Path) -> None:
-    """Write ``emb`` to ``path`` (``.npz``, no pickles) atomically: a temp file, then a rename."""
-    path = Path(path)
-    if path.suffix.lower() != CACHE_SUFFIX:
-        raise UsageError(f"an embedding cache must end with {CACHE_SUFFIX}, got {path}")
+def embeddings_to_npz(emb: QueryEmbeddings) -> bytes:
+    """``emb`` as the bytes of an ``.npz`` cache (no pickles; see the module docstring)."""
+    import io
+
     reserved = {*_DATA_KEYS, _FORMAT_KEY}
     clash = sorted(set(emb.identity) & reserved)
     if clash:
@@ -256,11 +255,22 @@ def save_embeddings(emb: QueryEmbeddings, path: str | Path) -> None:
         _FORMAT_KEY: np.asarray(CACHE_FORMAT),
     }
     arrays.update({key: np.asarray(str(value)) for key, value in emb.identity.items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def save_embeddings(emb: QueryEmbeddings, path: str | Path) -> None:
+    """Write ``emb`` to ``path`` (``.npz``, no pickles) atomically: a temp file, then a rename."""
+    path = Path(path)
+    if path.suffix.lower() != CACHE_SUFFIX:
+        raise UsageError(f"an embedding cache must end with {CACHE_SUFFIX}, got {path}")
+    data = embeddings_to_npz(emb)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with temporary.open("xb") as handle:  # created with the umask's permissions
-            np.savez(handle, **arrays)  # type: ignore[arg-type]
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -324,9 +334,29 @@ def load_embeddings(
     if not path.is_file():
         raise VocabularyError(f"embedding cache {path} not found")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as err:
+        data = path.read_bytes()
+    except OSError as err:
+        raise VocabularyError(f"cannot read embedding cache {path}: {err}") from None
+    return embeddings_from_npz(data, path, expect_identity)
+
+
+def embeddings_from_npz(
+    data: bytes, source: str | Path, expect_identity: Mapping[str, str] | None = None
+) -> QueryEmbeddings:
+    """:class:`QueryEmbeddings` from the bytes of an ``.npz`` cache (``source`` names it in
+    errors); see :func:`load_embeddings`.
+
+    Raises:
+        VocabularyError: not a readable cache, or (with ``expect_identity``) another model's.
+    """
+    import io
+    import zipfile
+
+    path = source
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise VocabularyError(
             f"{path} is not a readable embedding cache (an .npz made by 'scclip vocab'): {err}"
         ) from None
@@ -359,6 +389,70 @@ def load_embeddings(
     )
 
 
+# ---------------------------------------------------------------------------- user cache
+TEXT_CACHE_FOLDER = "text"
+"""Subfolder of the user's cache folder that holds cached query embeddings."""
+EMBEDDING_ALGORITHM = "template-mean/1"
+"""Part of every cache key: changes when the way queries are embedded changes."""
+
+
+class EmbeddingCache:
+    """Query embeddings cached in the user's cache folder (``<folder>/text``), keyed by the model
+    identity, its dtype and device type, the vocabulary's content and the templates.
+
+    A damaged entry is recomputed (:mod:`scclip_cli.files.cache_store` checks every read).
+    """
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        from scclip_cli.files.cache_store import CacheStore, default_cache_dir
+
+        root = Path(folder).expanduser() if folder is not None else default_cache_dir()
+        self.store = CacheStore(root / TEXT_CACHE_FOLDER)
+
+    @staticmethod
+    def key(clip: LoadedClip, vocabulary: Vocabulary, templates: Sequence[str]) -> str:
+        from scclip_cli.files.cache_store import key_of
+
+        return key_of(
+            {
+                "format": CACHE_FORMAT,
+                "algorithm": EMBEDDING_ALGORITHM,
+                "identity": dict(clip.identity),
+                "dtype": str(clip.dtype),
+                "device": clip.device.type,
+                "class_names": list(vocabulary.class_names),
+                "queries": list(vocabulary.queries),
+                "query_class": [int(k) for k in vocabulary.query_class],
+                "templates": list(templates),
+            }
+        )
+
+    def embed(
+        self,
+        clip: LoadedClip,
+        vocabulary: Vocabulary,
+        templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES,
+        batch_size: int = DEFAULT_TEXT_BATCH,
+    ) -> QueryEmbeddings:
+        """:func:`embed_vocabulary`, read from the cache when this model embedded this vocabulary
+        with these templates before (then the text tower does not run)."""
+        import dataclasses
+
+        templates = check_templates(templates)
+        key = self.key(clip, vocabulary, templates)
+        data = self.store.get(key)
+        if data is not None:
+            try:
+                emb = embeddings_from_npz(data, self.store.path_for(key), clip.identity)
+            except VocabularyError:
+                emb = None  # unreadable despite its checksum: recompute it
+            if emb is not None and emb.dim == clip.output_dim:
+                return dataclasses.replace(emb, warnings=vocabulary.warnings)
+        emb = embed_vocabulary(clip, vocabulary, templates, batch_size)
+        self.store.put(key, embeddings_to_npz(emb))
+        return emb
+
+
 # ---------------------------------------------------------------------------- entry points
 def _is_cache_path(vocab: str | Path) -> bool:
     return Path(vocab).suffix.lower() == CACHE_SUFFIX
@@ -385,14 +479,17 @@ def load_vocabulary_embeddings(
     clip: LoadedClip,
     templates: Sequence[str] = OPENAI_IMAGENET_TEMPLATES,
     batch_size: int = DEFAULT_TEXT_BATCH,
+    cache: EmbeddingCache | None = None,
 ) -> QueryEmbeddings:
     """Query embeddings for ``clip`` from a class list or a cache.
 
-    ``vocab``: a ``.txt`` class list (embedded now), a list of class lines (``["background",
-    "cat, kitten"]``), or an ``.npz`` cache (checked against ``clip.identity`` and its dimension).
+    ``vocab``: a ``.txt`` class list (embedded now, or read from ``cache`` when given and this
+    model embedded it before), a list of class lines (``["background", "cat, kitten"]``), or an
+    ``.npz`` cache (checked against ``clip.identity`` and its dimension).
     """
+    embed = embed_vocabulary if cache is None else cache.embed
     if isinstance(vocab, list | tuple):
-        return embed_vocabulary(clip, parse_vocabulary(list(vocab)), templates, batch_size)
+        return embed(clip, parse_vocabulary(list(vocab)), templates, batch_size)
     if _is_cache_path(vocab):
         emb = load_embeddings(vocab, expect_identity=clip.identity)
         if emb.dim != clip.output_dim:
@@ -401,7 +498,7 @@ def load_vocabulary_embeddings(
                 f"{clip.identity.get('model', clip.model_name)} outputs {clip.output_dim}"
             )
         return emb
-    return embed_vocabulary(clip, read_vocabulary(vocab), templates, batch_size)
+    return embed(clip, read_vocabulary(vocab), templates, batch_size)
 
 
 def embed_vocabulary_file(

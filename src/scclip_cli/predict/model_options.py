@@ -12,7 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scclip_cli.config import DEFAULT_MODEL, DEFAULT_PRETRAINED, MethodConfig, ProtocolConfig
 from scclip_cli.errors import UsageError
@@ -58,9 +58,11 @@ class ModelOptions:
         *,
         preset: str | None = None,
         protocol_overrides: dict[str, object] | None = None,
+        **caching: Any,
     ) -> Segmenter:
         """Load the model and embed ``vocab`` (:meth:`Segmenter.load`: ``protocol`` wins over
-        ``preset``, whose values are those of the loaded model's backbone)."""
+        ``preset``, whose values are those of the loaded model's backbone; ``caching``: its cache
+        arguments, ``text_cache``, ``cache_dir``, ``feature_cache``)."""
         from scclip_cli.predict.segmenter import Segmenter
 
         return Segmenter.load(
@@ -74,4 +76,5 @@ class ModelOptions:
             protocol_overrides=protocol_overrides,
             method=self.method_config,
             batch_size=self.batch_size,
+            **caching,
         )

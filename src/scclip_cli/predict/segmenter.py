@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +40,10 @@ from scclip_cli.maps.parts import IN_ORDER, MAX_PARTS, PartRunner, PartThreads
 if TYPE_CHECKING:
     import torch
 
+    from scclip_cli.files.feature_cache import FeatureCache
     from scclip_cli.maps.sliding_window import Window, WindowCanvas
-    from scclip_cli.model.loading import LoadedClip
+    from scclip_cli.model.dense_features import DenseFeatureExtractor
+    from scclip_cli.model.loading import DeferredClip, LoadedClip
     from scclip_cli.model.text_embeddings import QueryEmbeddings
 
 
@@ -92,6 +94,13 @@ class _Job:
     canvas: WindowCanvas
     remaining: int
     """Windows not scored yet."""
+    cache_key: str | None = None
+    """Its feature-cache entry, when its features are to be stored there once all computed."""
+    features: dict[int, torch.Tensor] | None = None
+    """``[gh, gw, D]`` float32 features of each window scored so far (by window index), kept only
+    while they are to be stored in the feature cache, or for :meth:`Segmenter.segment_variants`."""
+    keep: bool = False
+    """Keep :attr:`features` after storing them (for :meth:`Segmenter.segment_variants`)."""
 
 
 class Segmenter:
@@ -99,19 +108,21 @@ class Segmenter:
 
     def __init__(
         self,
-        clip: LoadedClip,
+        clip: LoadedClip | DeferredClip,
         embeddings: QueryEmbeddings,
         protocol: ProtocolConfig | None = None,
         calibration: CalibrationConfig | None = None,
         method: str | MethodConfig = "sc-clip",
         batch_size: int | None = None,
+        feature_cache: FeatureCache | None = None,
         *,
         preset: dict[str, object] | None = None,
     ) -> None:
+        """``clip`` may be a :class:`~scclip_cli.model.loading.DeferredClip`: the model then
+        loads when the first image's features are not in ``feature_cache``."""
         import torch
 
         from scclip_cli.maps.workspace import Workspace
-        from scclip_cli.model.dense_features import DenseFeatureExtractor
 
         if batch_size is None:
             batch_size = default_batch_size(clip.device.type)
@@ -127,7 +138,12 @@ class Segmenter:
         self.method = MethodConfig(name=method) if isinstance(method, str) else method
         self.batch_size = batch_size
         self.device = clip.device
-        self.extractor = DenseFeatureExtractor(clip.model.visual, self.calibration, self.method)
+        self.feature_cache = feature_cache
+        """Where each image's window features are looked up before the model runs and stored
+        after (see :mod:`scclip_cli.files.feature_cache`); ``None``: no cache."""
+        self._extractor: DenseFeatureExtractor | None = None
+        self.precision_reason: str | None = None
+        """Why the model runs in its dtype (set by :meth:`load`; recorded by :meth:`describe`)."""
         features = np.asarray(embeddings.features, dtype=np.float32)
         if features.shape[1] != clip.output_dim:
             raise VocabularyError(
@@ -166,6 +182,10 @@ class Segmenter:
         method: str | MethodConfig = "sc-clip",
         batch_size: int | None = None,
         protocol_overrides: dict[str, object] | None = None,
+        *,
+        text_cache: bool = True,
+        cache_dir: str | Path | None = None,
+        feature_cache: FeatureCache | None = None,
     ) -> Segmenter:
         """Load the model and embed the vocabulary (a .txt/.npz path, or a list of class lines).
 
@@ -176,28 +196,109 @@ class Segmenter:
         either. The model's text tower is released once the vocabulary is embedded (segmenting
         needs only the vision tower); to embed more vocabularies with one model, build it with
         :func:`~scclip_cli.model.loading.load_clip` and pass embeddings to :class:`Segmenter`.
+
+        Args:
+            text_cache: read and store a class list's embeddings in the user's cache folder
+                (``cache_dir``, by default ``$XDG_CACHE_HOME/scclip``; see
+                :class:`~scclip_cli.model.text_embeddings.EmbeddingCache`), and, for a deferred
+                model, what its config says (:class:`~scclip_cli.model.loading.DeferredClip`).
+            feature_cache: look each image's window features up there before running the model,
+                and store them after. With an ``.npz`` vocabulary (or embeddings) the model then
+                loads only when an image misses.
         """
-        from scclip_cli.model.loading import load_clip
-        from scclip_cli.model.text_embeddings import QueryEmbeddings, load_vocabulary_embeddings
+        from scclip_cli.model.loading import DeferredClip, load_clip, precision_reason
+        from scclip_cli.model.text_embeddings import (
+            EmbeddingCache,
+            QueryEmbeddings,
+            load_embeddings,
+            load_vocabulary_embeddings,
+        )
 
         overrides: dict[str, Any] = dict(protocol_overrides or {})
         resolve_protocol(preset, protocol, **overrides)  # bad values fail before the (slow) load
         if isinstance(method, str):
             method = MethodConfig(name=method)  # validate before the (slow) model load
-        clip = load_clip(model, pretrained, device=device, precision=precision)
+        embedded = isinstance(vocab, QueryEmbeddings) or (
+            isinstance(vocab, str | Path) and Path(vocab).suffix.lower() == ".npz"
+        )
+        clip: LoadedClip | DeferredClip
+        if feature_cache is not None and embedded:
+            from scclip_cli.files.cache_store import default_cache_dir
+
+            facts_dir = (
+                (Path(cache_dir) if cache_dir else default_cache_dir()) if text_cache else None
+            )
+            clip = DeferredClip(
+                model, pretrained, device, precision, release_text=True, facts_dir=facts_dir
+            )
+            if isinstance(vocab, QueryEmbeddings):
+                embeddings = vocab
+            else:
+                assert isinstance(vocab, str | Path)
+                embeddings = load_embeddings(vocab, expect_identity=clip.identity)
+        else:
+            clip = load_clip(model, pretrained, device=device, precision=precision)
+            cache = EmbeddingCache(cache_dir) if text_cache else None
+            embeddings = (
+                vocab
+                if isinstance(vocab, QueryEmbeddings)
+                else load_vocabulary_embeddings(vocab, clip, cache=cache)
+            )
+            clip.release_text_tower()  # this model is ours and the vocabulary is embedded
         resolved = resolve_protocol(preset, protocol, depth=clip.depth, **overrides)
         used = applied_preset(preset, clip.depth) if protocol is None else None
         if calibration is None:
             calibration = calibration_for_depth(clip.depth)
-        embeddings = (
-            vocab if isinstance(vocab, QueryEmbeddings) else load_vocabulary_embeddings(vocab, clip)
+        segmenter = cls(
+            clip, embeddings, resolved, calibration, method, batch_size, feature_cache, preset=used
         )
-        clip.release_text_tower()  # this model is ours and the vocabulary is embedded
-        return cls(clip, embeddings, resolved, calibration, method, batch_size, preset=used)
+        segmenter.precision_reason = precision_reason(precision, clip.device)
+        return segmenter
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self._class_names
+
+    @property
+    def extractor(self) -> DenseFeatureExtractor:
+        """The dense-feature extractor (building it loads a deferred model)."""
+        if self._extractor is None:
+            from scclip_cli.model.dense_features import DenseFeatureExtractor
+
+            self._extractor = DenseFeatureExtractor(
+                self.clip.model.visual, self.calibration, self.method
+            )
+        return self._extractor
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the model's weights are loaded (a deferred model loads on its first miss)."""
+        return getattr(self.clip, "is_loaded", True)
+
+    def feature_context(self) -> dict[str, Any]:
+        """What window features depend on besides the image: the feature cache's key context.
+
+        The model and its dtype, the method's feature options (not PAMR, which refines scores),
+        the calibration, and the window geometry. Device type too: features computed on another
+        device differ in the last bits.
+        """
+        method = dataclasses.asdict(self.method)
+        method.pop("pamr_steps")
+        method.pop("pamr_dilations")
+        p = self.protocol
+        return {
+            "identity": dict(self.clip.identity),
+            "dtype": str(self.clip.dtype),
+            "device": self.device.type,
+            "method": method,
+            "calibration": dataclasses.asdict(self.calibration),
+            "geometry": {
+                "short_side": p.short_side,
+                "long_side": p.long_side,
+                "crop": p.crop,
+                "stride": p.stride,
+            },
+        }
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description: model, weights, method, every protocol and calibration constant."""
@@ -209,6 +310,7 @@ class Segmenter:
             "model_identity": dict(self.clip.identity),
             "device": str(self.device),
             "precision": str(self.clip.dtype).replace("torch.", ""),
+            "precision_reason": self.precision_reason,
             "method": dataclasses.asdict(self.method),
             "preset": self.preset,
             "protocol": dataclasses.asdict(self.protocol),
@@ -218,6 +320,7 @@ class Segmenter:
             "num_queries": int(self.text.shape[0]),
             "class_names": list(self._class_names),
             "vocabulary_identity": dict(getattr(self.embeddings, "identity", {}) or {}),
+            "feature_cache": None if self.feature_cache is None else str(self.feature_cache.folder),
             "torch": torch.__version__,
         }
 
@@ -271,6 +374,42 @@ class Segmenter:
         for job in self._scored_jobs(images):
             yield self._finish(job)
 
+    def segment_variants(
+        self,
+        images: Iterable[np.ndarray | PreparedImage],
+        protocols: Sequence[ProtocolConfig],
+    ) -> Iterator[list[Segmentation]]:
+        """Segment each image once per protocol, running the model (or reading the feature cache)
+        once per image: yields, per image in order, one :class:`Segmentation` per protocol.
+
+        The protocols may differ from :attr:`protocol` in their post-processing only (logit scale,
+        probability and area thresholds); each result is the same bits as :meth:`segment_many`
+        of a segmenter with that protocol.
+
+        Raises:
+            ConfigError: a protocol with another resize or window geometry.
+        """
+        import torch
+
+        from scclip_cli.maps.sliding_window import WindowCanvas
+
+        geometry = ("short_side", "long_side", "crop", "stride")
+        for protocol in protocols:
+            if any(getattr(protocol, g) != getattr(self.protocol, g) for g in geometry):
+                raise ConfigError("variants may change post-processing only, not the geometry")
+        for job in self._scored_jobs(images, keep_features=True):
+            assert job.features is not None
+            results = []
+            for protocol in protocols:
+                _, h, w = job.prepared.pixels.shape
+                canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
+                variant = _Job(job.prepared, job.windows, canvas, len(job.windows))
+                with torch.inference_mode():
+                    for index in range(len(job.windows)):
+                        self._add_window(variant, index, job.features[index])
+                results.append(self._finish(variant, protocol))
+            yield results
+
     def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
         """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale; refined
         by PAMR when ``method.pamr_steps > 0``).
@@ -287,25 +426,31 @@ class Segmenter:
             full = upsample_scores(self._averaged_scores(job), prepared.height, prepared.width)
             return full.contiguous().cpu().numpy()
 
-    def _scored_jobs(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[_Job]:
+    def _scored_jobs(
+        self, images: Iterable[np.ndarray | PreparedImage], keep_features: bool = False
+    ) -> Iterator[_Job]:
         from scclip_cli.maps.sliding_window import WindowCanvas, windows
 
         p = self.protocol
         pending: deque[_Job] = deque()
-        batch: list[tuple[_Job, Window, torch.Tensor]] = []
+        batch: list[tuple[_Job, int, torch.Tensor]] = []
         for image in images:
             prepared = image if isinstance(image, PreparedImage) else self.prepare(image)
             _, h, w = prepared.pixels.shape
             job_windows = windows(h, w, p.crop, p.stride)
             canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
             job = _Job(prepared, job_windows, canvas, len(job_windows))
+            if keep_features:
+                job.features, job.keep = {}, True
             pending.append(job)
-            for win in job_windows:
+            if self.feature_cache is not None and self._from_cache(job):
+                job.remaining = 0
+            for index, win in enumerate(job_windows if job.remaining else []):
                 crop = prepared.pixels[:, win.y1 : win.y2, win.x1 : win.x2]
                 if batch and (len(batch) == self.batch_size or batch[0][2].shape != crop.shape):
                     self._run_batch(batch)
                     batch = []
-                batch.append((job, win, crop))
+                batch.append((job, index, crop))
             while pending and pending[0].remaining == 0:
                 yield pending.popleft()
         if batch:
@@ -313,8 +458,9 @@ class Segmenter:
         while pending:
             yield pending.popleft()
 
-    def _run_batch(self, batch: list[tuple[_Job, Window, torch.Tensor]]) -> None:
-        """Dense features → cosine scores → each window's patch scores into its image's canvas."""
+    def _run_batch(self, batch: list[tuple[_Job, int, torch.Tensor]]) -> None:
+        """Dense features → cosine scores → each window's patch scores into its image's canvas
+        (and, for images to be cached, each window's features kept until the image is whole)."""
         import torch
 
         crops = torch.stack([crop for _, _, crop in batch])
@@ -323,10 +469,63 @@ class Segmenter:
         with torch.inference_mode():
             dense = self.extractor(crops.to(self.clip.dtype)).float()  # [B, gh, gw, D]
             dense = dense / dense.norm(dim=-1, keepdim=True)
-            patch_scores = dense @ self.text.T  # [B, gh, gw, Q]
-            for (job, win, _), scores in zip(batch, patch_scores, strict=True):
-                job.canvas.add_patches(win, scores)  # kept as patches until post-processing
-                job.remaining -= 1
+            for (job, index, _), features in zip(batch, dense, strict=True):
+                if job.features is not None:
+                    job.features[index] = features
+                self._add_window(job, index, features)
+                if job.remaining == 0 and job.cache_key is not None:
+                    self._store(job)
+
+    def _add_window(self, job: _Job, index: int, features: torch.Tensor) -> None:
+        """One window's ``[gh, gw, D]`` float32 unit features → ``[gh, gw, Q]`` cosine scores into
+        its image's canvas (kept as patches until post-processing).
+
+        One product per window, whether the features were just computed or read from the
+        feature cache, so both give the same bits.
+        """
+        job.canvas.add_patches(job.windows[index], features @ self.text.T)
+        job.remaining -= 1
+
+    def _from_cache(self, job: _Job) -> bool:
+        """Score ``job`` from the feature cache when it holds its windows' features; otherwise
+        mark it to be stored there once computed. Returns whether it was a hit."""
+        import torch
+
+        from scclip_cli.files.feature_cache import pixels_digest
+
+        assert self.feature_cache is not None
+        digest = pixels_digest(job.prepared.pixels.numpy())
+        key = self.feature_cache.key(digest, self.feature_context())
+        found = self.feature_cache.get(key)
+        expected = len(job.windows)
+        if found is not None and (
+            len(found) != expected
+            or any(f.ndim != 3 or f.shape[2] != self.text.shape[1] for f in found)
+        ):
+            self.feature_cache.store.discard(key)  # not what these windows make: recompute
+            found = None
+        if found is None:
+            job.cache_key = key
+            if job.features is None:
+                job.features = {}
+            return False
+        with torch.inference_mode():
+            for index, array in enumerate(found):
+                features = torch.empty(array.shape, dtype=torch.float32)  # aligned, as computed
+                features.copy_(torch.from_numpy(array.copy()))
+                features = features.to(self.device)
+                if job.features is not None:
+                    job.features[index] = features
+                self._add_window(job, index, features)
+        return True
+
+    def _store(self, job: _Job) -> None:
+        assert self.feature_cache is not None and job.features is not None
+        assert job.cache_key is not None
+        windows = [job.features[i].cpu().numpy() for i in range(len(job.windows))]
+        if not job.keep:
+            job.features = None
+        self.feature_cache.put(job.cache_key, windows)
 
     def _averaged_scores(self, job: _Job) -> WindowCanvas | torch.Tensor:
         """Window-averaged scores: the canvas itself (whose window patches post-processing takes
@@ -354,7 +553,7 @@ class Segmenter:
         pixels = pixels.to(scores.device)
         return refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
 
-    def _finish(self, job: _Job) -> Segmentation:
+    def _finish(self, job: _Job, protocol: ProtocolConfig | None = None) -> Segmentation:
         import torch
 
         from scclip_cli.maps.postprocess import labels_from_scores
@@ -366,7 +565,7 @@ class Segmenter:
                 job.prepared.width,
                 self.query_class,
                 len(self._class_names),
-                self.protocol,
+                protocol or self.protocol,
                 workspace=self.workspace,
                 runner=self.parts,
             )

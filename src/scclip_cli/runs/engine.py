@@ -67,6 +67,9 @@ class ModelSpec:
     """A full protocol: wins over ``preset``."""
     protocol_overrides: tuple[tuple[str, object], ...] = ()
     """``(field, value)`` of :class:`ProtocolConfig` replacing single values of either."""
+    caching: tuple[tuple[str, object], ...] = ()
+    """Keyword arguments of :meth:`~scclip_cli.predict.segmenter.Segmenter.load` for the caches
+    (:meth:`~scclip_cli.runs.caching.CacheOptions.load_options`); none: the defaults."""
 
     @classmethod
     def checked(
@@ -76,11 +79,13 @@ class ModelSpec:
         preset: str | None,
         protocol: ProtocolConfig | None,
         overrides: Mapping[str, object] | None,
+        caching: Mapping[str, object] | None = None,
     ) -> ModelSpec:
         """The spec, after checking the protocol values without a model (a ``ConfigError``)."""
         given: dict[str, Any] = {k: v for k, v in (overrides or {}).items() if v is not None}
         resolve_protocol(preset, protocol, **given)
-        return cls(options, vocab, preset, protocol, tuple(sorted(given.items())))
+        cache = tuple((caching or {}).items())
+        return cls(options, vocab, preset, protocol, tuple(sorted(given.items())), cache)
 
     def load(self) -> Segmenter:
         """Load the model, embed the vocabulary and resolve the protocol for the model."""
@@ -89,6 +94,7 @@ class ModelSpec:
             preset=self.preset,
             protocol=self.protocol,
             protocol_overrides=dict(self.protocol_overrides),
+            **dict(self.caching),
         )
 
 

@@ -49,7 +49,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from scclip_cli.config import ProtocolConfig, protocol_preset
 from scclip_cli.errors import ConfigError, EvaluationError, ScclipError, UsageError
@@ -59,6 +59,7 @@ from scclip_cli.files.segment_folder import is_segment_output, scan_segment_fold
 from scclip_cli.maps.metrics import IGNORE_INDEX, ConfusionMatrix, merge_confusions
 from scclip_cli.predict.model_options import ModelOptions
 from scclip_cli.runs.bookkeeping import Reporter
+from scclip_cli.runs.caching import CacheOptions
 from scclip_cli.runs.engine import Engine, ModelSpec, ScoreTask
 from scclip_cli.runs.scoring import (
     EvalSample,
@@ -88,7 +89,7 @@ LABEL_EXTENSION = ".png"
 IGNORED_PRED_SUFFIXES = (COLOR_SUFFIX,)
 """Files in a prediction folder that are renderings, not label maps (``scclip segment`` writes a
 ``<stem>_color.png`` beside 16-bit masks)."""
-RUN_LOCAL_KEYS = ("device", "batch_size", "torch")
+RUN_LOCAL_KEYS = ("device", "batch_size", "torch", "feature_cache", "precision_reason")
 """Segmenter description keys that may differ between the shards of one run (they are reported,
 not compared when merging)."""
 
@@ -148,6 +149,8 @@ def evaluate(
     protocol_overrides: dict[str, object] | None = None,
     progress: bool | None = None,
     quiet: bool = False,
+    caching: CacheOptions | None = None,
+    sweep: Sequence[str] = (),
 ) -> EvaluationResult:
     """Score predictions against ground truth and return the summed confusion matrix.
 
@@ -178,6 +181,13 @@ def evaluate(
             the dataset.
         preset, protocol, protocol_overrides: the protocol: a preset (default: the dataset's) or a
             full config, with the explicitly given fields replaced.
+        caching: text-embedding and feature caches for the segmenter loaded here
+            (:class:`~scclip_cli.runs.caching.CacheOptions`); with a feature cache, the result's
+            ``run_info`` gets a ``feature_cache`` record (hits, misses, size).
+        sweep: post-processing settings to sweep (``["prob-threshold=0,0.1",
+            "logit-scale=40,50"]``, see :mod:`scclip_cli.runs.sweep`): every combination is
+            scored in one pass over the images; the result is the best combination's (highest
+            mIoU) and its ``run_info["sweep"]`` lists every combination's scores.
         progress: progress bar on stderr (default: when stderr is a terminal).
         quiet: no messages on stderr (the Ray engine's).
 
@@ -207,14 +217,39 @@ def evaluate(
         preset=preset,
         classes_from_model=predict is None and segmenter is None,
     )
-    spec = None
+    axes = None
+    if sweep:
+        from scclip_cli.runs.sweep import parse_sweep
+
+        axes = parse_sweep(sweep)  # refused before any model loads
+        if not plan.uses_images or predict is not None:
+            raise UsageError("--sweep segments images: use it with --images or --dataset")
+        if save_pred is not None:
+            raise UsageError("--sweep scores many settings; --save-pred saves one: drop one")
+        if engine != "local":
+            raise UsageError("--sweep runs on the local engine")
+    caching = caching or CacheOptions()
+    if caching.features is not None and engine != "local":
+        raise UsageError("--feature-cache needs the local engine")
+    spec, feature_cache = None, None
     if plan.uses_images and predict is None and segmenter is None:
         if plan.vocab is None:
             raise UsageError("--vocab is needed to segment images")
         vocab_class_names(plan.vocab)  # a bad vocabulary fails before any model loads
+        cache_options = caching.load_options()
+        feature_cache = cache_options["feature_cache"]
         spec = ModelSpec.checked(
-            model or ModelOptions(), plan.vocab, plan.preset, protocol, protocol_overrides
+            model or ModelOptions(),
+            plan.vocab,
+            plan.preset,
+            protocol,
+            protocol_overrides,
+            cache_options,
         )
+    if axes is not None:
+        sweeping = segmenter if segmenter is not None else spec.load()  # type: ignore[union-attr]
+        names = plan.record_segmenter(tuple(sweeping.class_names), sweeping.describe())
+        return _evaluate_sweep(plan, sweeping, axes, names, ignore_index)
     # a given segmenter segments the images, unless a source is injected; saved masks need none
     use_segmenter = segmenter if plan.uses_images and predict is None else None
     runner = _pick_engine(engine, use_segmenter, predict, quiet=quiet)
@@ -234,6 +269,8 @@ def evaluate(
         raise EvaluationError(problem_text("problems", [text for _, text in problems]))
     if started.engine_record is not None:
         plan.run_info["engine"] = started.engine_record
+    if feature_cache is not None:
+        plan.run_info["feature_cache"] = feature_cache.report()
     return EvaluationResult(confusion, run_info=plan.run_info)
 
 
@@ -256,6 +293,61 @@ def _pick_engine(
     if segmenter is not None or predict is not None:
         raise UsageError("a loaded segmenter or a predict source cannot travel to Ray workers")
     return RayEngine(engine, quiet=quiet)
+
+
+def _evaluate_sweep(
+    plan: EvalPlan,
+    segmenter: Segmenter,
+    axes: dict[str, tuple[float | None, ...]],
+    class_names: tuple[str, ...] | None,
+    ignore_index: int,
+) -> EvaluationResult:
+    """Score every combination of ``axes`` in one pass over the images (their features computed,
+    or read from the feature cache, once); the best combination's result, with every
+    combination's scores in ``run_info["sweep"]``."""
+    import dataclasses
+
+    from scclip_cli.runs.scoring import collect_problems
+    from scclip_cli.runs.sweep import combinations, sweep_rows
+
+    settings = combinations(axes)
+    protocols = [
+        dataclasses.replace(segmenter.protocol, **cast(dict[str, Any], setting))
+        for setting in settings
+    ]
+    confusions = [plan.confusion(class_names, ignore_index) for _ in settings]
+    variants = segmenter.segment_variants(_sample_images(plan.selected), protocols)
+    for sample, results in zip(plan.selected, variants, strict=True):
+        for confusion, result in zip(confusions, results, strict=True):
+            problems = collect_problems(
+                [sample],
+                confusion,
+                predictions=[(sample.key, result.labels)],
+                reduce_zero_label=plan.reduce_zero_label,
+            )
+            if problems:
+                raise EvaluationError(problem_text("problems", [text for _, text in problems]))
+    rows = sweep_rows(settings, [c.metrics() for c in confusions])
+    best = next(i for i, row in enumerate(rows) if row["best"])
+    run_info = {**plan.run_info, "sweep": rows, "sweep_best": rows[best]["settings"]}
+    if segmenter.feature_cache is not None:
+        run_info["feature_cache"] = segmenter.feature_cache.report()
+    return EvaluationResult(confusions[best], run_info=run_info)
+
+
+def _sample_images(samples: Sequence[EvalSample]) -> Iterator[Any]:
+    """The samples' images, ``[H, W, 3]`` uint8 RGB, in order (an unreadable one stops the pass
+    with an :class:`EvaluationError` naming it)."""
+    from scclip_cli.files.image_io import read_image_rgb
+
+    for sample in samples:
+        assert sample.image is not None
+        try:
+            yield read_image_rgb(sample.image)
+        except ScclipError as err:
+            raise EvaluationError(naming_path(sample.image, err)) from None
+        except (OSError, ValueError) as err:
+            raise EvaluationError(f"{sample.image}: cannot read image ({err})") from None
 
 
 @contextlib.contextmanager

@@ -40,7 +40,9 @@ from scclip_cli.runs.bookkeeping import (
     plan_run,
     read_legend_classes,
     rerun_without_model,
+    write_summary,
 )
+from scclip_cli.runs.caching import CacheOptions, describe_feature_cache
 from scclip_cli.runs.engine import Engine, ModelSpec, SegmentTask
 from scclip_cli.runs.inputs import Shard
 from scclip_cli.runs.out_lock import out_folder_lock
@@ -78,6 +80,7 @@ def segment(
     read_workers: int | None = None,
     progress: bool | None = None,
     report: bool = False,
+    caching: CacheOptions | None = None,
 ) -> RunSummary:
     """Segment image files and folders into label PNGs and per-image JSON under ``out_dir``.
 
@@ -112,6 +115,10 @@ def segment(
         progress: show the progress bar; by default when not ``quiet`` and stderr is a terminal.
         report: at the end, write ``out_dir/report.html``
             (:func:`scclip_cli.runs.report.write_report`), also when some images failed.
+        caching: text-embedding and feature caches (:class:`~scclip_cli.runs.caching.CacheOptions`;
+            by default text embeddings are cached in the user's cache folder). With a feature
+            cache, ``summary.json`` gets a ``feature_cache`` record (hits, misses, size); the
+            feature cache is for the local engine.
 
     Returns:
         The run's :class:`RunSummary` (``exit_code`` 0 when nothing failed, 1 otherwise), also
@@ -139,6 +146,9 @@ def segment(
             "protocol options cannot change an already loaded segmenter; "
             "pass them to Segmenter.load"
         )
+    caching = caching or CacheOptions()
+    if caching.features is not None and (segmenter is not None or engine != "local"):
+        raise UsageError("--feature-cache needs the local engine and a segmenter loaded by the run")
     plan = plan_run(
         inputs,
         out_dir,
@@ -151,10 +161,12 @@ def segment(
         stdin=stdin,
     )
     class_names = _class_names(vocab, segmenter)
-    spec = None
+    spec, feature_cache = None, None
     if segmenter is None:
         assert vocab is not None  # _class_names checked it
-        spec = ModelSpec.checked(model, vocab, preset, protocol, overrides)
+        cache_options = caching.load_options()
+        feature_cache = cache_options["feature_cache"]
+        spec = ModelSpec.checked(model, vocab, preset, protocol, overrides, cache_options)
     reporter = Reporter(quiet)
     shard_key = (plan.shard.index, plan.shard.count) if plan.shard is not None else None
     with out_folder_lock(plan.out, shard_key):
@@ -175,6 +187,10 @@ def segment(
         summary = _segment_on(
             runner, spec, plan, class_names, legend, reporter, jsonl_stream, progress
         )
+        if feature_cache is not None:
+            cached = feature_cache.report()
+            write_summary(summary, feature_cache=cached)
+            reporter.message(describe_feature_cache(cached))
     return _reported(summary, report, reporter)
 
 

@@ -1,0 +1,159 @@
+"""The Segmenter with a feature cache: same labels, the model skipped on hits, keys that miss."""
+
+import dataclasses
+
+import pytest
+
+from scclip_cli.config import ConfigError, MethodConfig, ProtocolConfig
+from scclip_cli.files.feature_cache import FeatureCache
+from scclip_cli.files.vocabulary import parse_vocabulary
+from scclip_cli.model.text_embeddings import embed_vocabulary, save_embeddings
+from scclip_cli.predict.segmenter import Segmenter
+from support.image_factory import gradient_rgb, quadrant_rgb
+
+PROTOCOL = ProtocolConfig(short_side=224, crop=224, stride=112)
+TEMPLATES = ("a photo of a {}.",)
+
+
+@pytest.fixture(scope="module")
+def embeddings(tiny_clip):
+    vocab = parse_vocabulary(["background", "sky, cloud", "grass", "road", "dog"])
+    return embed_vocabulary(tiny_clip, vocab, TEMPLATES)
+
+
+@pytest.fixture(scope="module")
+def other_embeddings(tiny_clip):
+    vocab = parse_vocabulary(["background", "wall", "tree", "car"])
+    return embed_vocabulary(tiny_clip, vocab, TEMPLATES)
+
+
+IMAGES = [gradient_rgb(90, 150, seed=1), quadrant_rgb(120, 100), gradient_rgb(100, 100, seed=2)]
+
+
+def _labels(segmenter):
+    return [(r.labels.tobytes(), r.confidence.tobytes()) for r in segmenter.segment_many(IMAGES)]
+
+
+class _NoModel:
+    def __call__(self, *args, **kwargs):
+        raise AssertionError("the vision model ran on a cache hit")
+
+
+def test_labels_identical_without_cache_cold_and_warm(tiny_clip, embeddings, tmp_path):
+    plain = _labels(Segmenter(tiny_clip, embeddings, PROTOCOL, batch_size=2))
+    cache = FeatureCache(tmp_path)
+    cold = Segmenter(tiny_clip, embeddings, PROTOCOL, batch_size=2, feature_cache=cache)
+    assert _labels(cold) == plain
+    assert cache.report()["misses"] == 3 and cache.report()["written"] == 3
+    warm_cache = FeatureCache(tmp_path)
+    warm = Segmenter(tiny_clip, embeddings, PROTOCOL, batch_size=2, feature_cache=warm_cache)
+    warm._extractor = _NoModel()  # any forward pass fails the test
+    assert _labels(warm) == plain
+    assert (warm_cache.report()["hits"], warm_cache.report()["misses"]) == (3, 0)
+
+
+def test_other_vocabulary_and_post_processing_hit(
+    tiny_clip, embeddings, other_embeddings, tmp_path
+):
+    Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path)).segment(
+        IMAGES[0]
+    )
+    changed = dataclasses.replace(
+        PROTOCOL, logit_scale=55.0, prob_threshold=0.3, area_threshold=0.01
+    )
+    pamr = MethodConfig(pamr_steps=2)
+    cache = FeatureCache(tmp_path)
+    seg = Segmenter(
+        tiny_clip, other_embeddings, changed, method=pamr, feature_cache=cache, batch_size=3
+    )
+    seg._extractor = _NoModel()
+    cached = seg.segment(IMAGES[0])
+    fresh = Segmenter(tiny_clip, other_embeddings, changed, method=pamr).segment(IMAGES[0])
+    assert cache.report()["hits"] == 1
+    assert cached.labels.tobytes() == fresh.labels.tobytes()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"protocol": dataclasses.replace(PROTOCOL, stride=56)},
+        {"protocol": dataclasses.replace(PROTOCOL, short_side=256)},
+        {"method": "clearclip"},
+        {"method": MethodConfig(repair_anomalies=False)},
+    ],
+)
+def test_method_or_geometry_change_misses(tiny_clip, embeddings, tmp_path, change):
+    Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path)).segment(
+        IMAGES[1]
+    )
+    cache = FeatureCache(tmp_path)
+    options = {"protocol": PROTOCOL, **change}
+    Segmenter(tiny_clip, embeddings, feature_cache=cache, **options).segment(IMAGES[1])
+    assert (cache.report()["hits"], cache.report()["misses"]) == (0, 1)
+
+
+def test_another_model_misses(tiny_clip, embeddings, tmp_path):
+    from scclip_cli.model.loading import load_clip
+
+    Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path)).segment(
+        IMAGES[1]
+    )
+    other = load_clip("scclip-tiny", "random:8", device="cpu")
+    cache = FeatureCache(tmp_path)
+    Segmenter(other, embeddings, PROTOCOL, feature_cache=cache).segment(IMAGES[1])
+    assert (cache.report()["hits"], cache.report()["misses"]) == (0, 1)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_entry_is_recomputed(tiny_clip, embeddings, tmp_path, damage):
+    plain = Segmenter(tiny_clip, embeddings, PROTOCOL).segment(IMAGES[2])
+    Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path)).segment(
+        IMAGES[2]
+    )
+    (entry,) = tmp_path.rglob("*.bin")
+    data = entry.read_bytes()
+    entry.write_bytes(data[:-100] if damage == "truncate" else data[:-5] + b"\x00" + data[-4:])
+    cache = FeatureCache(tmp_path)
+    again = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=cache).segment(IMAGES[2])
+    assert again.labels.tobytes() == plain.labels.tobytes()
+    report = cache.report()
+    assert (report["corrupt"], report["misses"], report["written"]) == (1, 1, 1)
+    assert FeatureCache(tmp_path).get(cache.key("0" * 64, {})) is None  # cache still usable
+
+
+def test_all_hits_with_embedded_vocabulary_load_no_model(tiny_clip, embeddings, tmp_path):
+    vocab = tmp_path / "vocab.npz"
+    save_embeddings(embeddings, vocab)
+    cache_dir = tmp_path / "features"
+    options = {
+        "model": "scclip-tiny",
+        "pretrained": "random:7",
+        "device": "cpu",
+        "protocol": PROTOCOL,
+    }
+    first = Segmenter.load(vocab, feature_cache=FeatureCache(cache_dir), **options)
+    assert not first.model_loaded
+    labels = [r.labels.tobytes() for r in first.segment_many(IMAGES)]
+    assert first.model_loaded  # every image missed: the model loaded for them
+    again = Segmenter.load(vocab, feature_cache=FeatureCache(cache_dir), **options)
+    assert [r.labels.tobytes() for r in again.segment_many(IMAGES)] == labels
+    assert not again.model_loaded
+    assert again.describe()["model_identity"] == dict(tiny_clip.identity)
+
+
+def test_variants_equal_separate_segmenters(tiny_clip, embeddings, tmp_path):
+    protocols = [
+        dataclasses.replace(PROTOCOL, logit_scale=scale, prob_threshold=prob)
+        for scale in (40.0, 90.0)
+        for prob in (0.0, 0.5)
+    ]
+    seg = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path))
+    variants = list(seg.segment_variants(IMAGES, protocols))
+    assert len(variants) == len(IMAGES)
+    for index, protocol in enumerate(protocols):
+        alone = Segmenter(tiny_clip, embeddings, protocol).segment_many(IMAGES)
+        for per_image, result in zip(variants, alone, strict=True):
+            assert per_image[index].labels.tobytes() == result.labels.tobytes()
+            assert per_image[index].confidence.tobytes() == result.confidence.tobytes()
+    with pytest.raises(ConfigError):
+        next(seg.segment_variants(IMAGES, [dataclasses.replace(PROTOCOL, stride=56)]))
