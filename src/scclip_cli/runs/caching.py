@@ -42,6 +42,14 @@ class CacheOptions:
         if self.features is not None and Path(self.features).is_file():
             raise UsageError(f"--feature-cache {os.fspath(self.features)} is a file, not a folder")
 
+    def describe(self) -> dict[str, Any]:
+        """What ``summary.json`` and the eval JSON record: whether text embeddings are cached, and
+        where (``None``: the default folder). The feature cache records itself after the run."""
+        return {
+            "text_embeddings": self.text,
+            "cache_dir": None if self.folder is None else os.fspath(self.folder),
+        }
+
     def open_features(self) -> FeatureCache | None:
         """The feature cache, or ``None`` when not asked for."""
         if self.features is None:

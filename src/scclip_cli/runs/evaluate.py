@@ -229,6 +229,8 @@ def evaluate(
         if engine != "local":
             raise UsageError("--sweep runs on the local engine")
     caching = caching or CacheOptions()
+    if plan.uses_images and predict is None and segmenter is None:
+        plan.run_info["caching"] = caching.describe()
     if caching.features is not None and engine != "local":
         raise UsageError("--feature-cache needs the local engine")
     spec, feature_cache = None, None

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from scclip_cli.config import ProtocolConfig, protocol_overrides
 from scclip_cli.errors import UsageError, VocabularyError
@@ -184,8 +184,9 @@ def segment(
             )
             if finished is not None:
                 return _reported(finished, report, reporter)
+        recorded = {"caching": caching.describe()}
         summary = _segment_on(
-            runner, spec, plan, class_names, legend, reporter, jsonl_stream, progress
+            runner, spec, plan, class_names, legend, reporter, jsonl_stream, progress, recorded
         )
         if feature_cache is not None:
             cached = feature_cache.report()
@@ -203,9 +204,10 @@ def _segment_on(
     reporter: Reporter,
     jsonl_stream: TextIO | None,
     progress: bool | None,
+    recorded: dict[str, Any],
 ) -> RunSummary:
     """The run itself, on ``engine``: open the folder, start the engine, segment, write the
-    run files."""
+    run files (``recorded``: more of the run's settings for ``summary.json``'s ``config.run``)."""
     with engine.session(spec, reporter.message) as session:
         run = SegmentRun.open(
             plan, class_names, legend, reporter=reporter, jsonl_stream=jsonl_stream
@@ -215,7 +217,9 @@ def _segment_on(
         started = session.start_segmenting(run.todo, task)
         description = started.description or {}
         _check_class_names(started.class_names, class_names)
-        extra = {"engine": started.engine_record} if started.engine_record is not None else {}
+        extra = dict(recorded)
+        if started.engine_record is not None:
+            extra["engine"] = started.engine_record
         run.start(
             plan.run_config(description, **extra),
             load_seconds=started.load_seconds,
