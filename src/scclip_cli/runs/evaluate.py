@@ -217,37 +217,14 @@ def evaluate(
         preset=preset,
         classes_from_model=predict is None and segmenter is None,
     )
-    axes = None
-    if sweep:
-        from scclip_cli.runs.sweep import parse_sweep
-
-        axes = parse_sweep(sweep)  # refused before any model loads
-        if not plan.uses_images or predict is not None:
-            raise UsageError("--sweep segments images: use it with --images or --dataset")
-        if save_pred is not None:
-            raise UsageError("--sweep scores many settings; --save-pred saves one: drop one")
-        if engine != "local":
-            raise UsageError("--sweep runs on the local engine")
+    axes = _sweep_axes(sweep, plan, predict, save_pred, engine)
     caching = caching or CacheOptions()
-    if plan.uses_images and predict is None and segmenter is None:
-        plan.run_info["caching"] = caching.describe()
     if caching.features is not None and engine != "local":
         raise UsageError("--feature-cache needs the local engine")
-    spec, feature_cache = None, None
+    spec = None
     if plan.uses_images and predict is None and segmenter is None:
-        if plan.vocab is None:
-            raise UsageError("--vocab is needed to segment images")
-        vocab_class_names(plan.vocab)  # a bad vocabulary fails before any model loads
-        cache_options = caching.load_options()
-        feature_cache = cache_options["feature_cache"]
-        spec = ModelSpec.checked(
-            model or ModelOptions(),
-            plan.vocab,
-            plan.preset,
-            protocol,
-            protocol_overrides,
-            cache_options,
-        )
+        plan.run_info["caching"] = caching.describe()
+        spec = _model_spec(plan, model, protocol, protocol_overrides, caching)
     if axes is not None:
         sweeping = segmenter if segmenter is not None else spec.load()  # type: ignore[union-attr]
         names = plan.record_segmenter(tuple(sweeping.class_names), sweeping.describe())
@@ -271,9 +248,54 @@ def evaluate(
         raise EvaluationError(problem_text("problems", [text for _, text in problems]))
     if started.engine_record is not None:
         plan.run_info["engine"] = started.engine_record
+    feature_cache = dict(spec.caching).get("feature_cache") if spec is not None else None
     if feature_cache is not None:
-        plan.run_info["feature_cache"] = feature_cache.report()
+        plan.run_info["feature_cache"] = feature_cache.report()  # type: ignore[attr-defined]
     return EvaluationResult(confusion, run_info=plan.run_info)
+
+
+def _sweep_axes(
+    sweep: Sequence[str],
+    plan: EvalPlan,
+    predict: Predict | None,
+    save_pred: str | Path | None,
+    engine: str | RayOptions,
+) -> dict[str, tuple[float | None, ...]] | None:
+    """The settings to sweep (:func:`~scclip_cli.runs.sweep.parse_sweep`), or ``None``; refused
+    before any model loads where a sweep cannot run."""
+    if not sweep:
+        return None
+    from scclip_cli.runs.sweep import parse_sweep
+
+    axes = parse_sweep(sweep)
+    if not plan.uses_images or predict is not None:
+        raise UsageError("--sweep segments images: use it with --images or --dataset")
+    if save_pred is not None:
+        raise UsageError("--sweep scores many settings; --save-pred saves one: drop one")
+    if engine != "local":
+        raise UsageError("--sweep runs on the local engine")
+    return axes
+
+
+def _model_spec(
+    plan: EvalPlan,
+    model: ModelOptions | None,
+    protocol: ProtocolConfig | None,
+    protocol_overrides: dict[str, object] | None,
+    caching: CacheOptions,
+) -> ModelSpec:
+    """What the engine loads to segment the plan's images (checked before any model loads)."""
+    if plan.vocab is None:
+        raise UsageError("--vocab is needed to segment images")
+    vocab_class_names(plan.vocab)  # a bad vocabulary fails before any model loads
+    return ModelSpec.checked(
+        model or ModelOptions(),
+        plan.vocab,
+        plan.preset,
+        protocol,
+        protocol_overrides,
+        caching.load_options(),
+    )
 
 
 def _pick_engine(
