@@ -89,6 +89,17 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
         is a loop of 4 equal vertices.
     """
     mask = np.asarray(mask, dtype=bool)
+    start, direction = _boundary_edges(mask)
+    if start.size == 0:
+        return []
+    successor, pinch = _edge_successors(start, direction, stride=mask.shape[1] + 3)
+    return _walk_loops(start, direction, successor, pinch)
+
+
+def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The unit edges between foreground and background: ``[E, 2]`` start corners ``(x, y)`` in
+    the grid of corners of the mask padded by one pixel, and ``[E]`` directions (0 right, 1 down,
+    2 left, 3 up), each edge oriented with the foreground on its right."""
     height, width = mask.shape
     padded = np.zeros((height + 2, width + 2), dtype=bool)
     padded[1:-1, 1:-1] = mask
@@ -108,11 +119,14 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
         rows, cols = np.nonzero(inside & ~neighbour)
         starts.append(np.stack([cols + corner[0], rows + corner[1]], axis=1))
         dirs.append(np.full(rows.size, side, dtype=np.int64))
-    start = np.concatenate(starts)
-    direction = np.concatenate(dirs)
-    if start.size == 0:
-        return []
-    stride = width + 3
+    return np.concatenate(starts), np.concatenate(dirs)
+
+
+def _edge_successors(
+    start: np.ndarray, direction: np.ndarray, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[E]`` the index of the edge that follows each edge along its loop, and ``[E]`` whether
+    the edge starts at a pinch (a corner where foreground pixels touch only diagonally)."""
     end = start + _DIRECTIONS[direction]
     start_id = start[:, 1] * stride + start[:, 0]
     end_id = end[:, 1] * stride + end[:, 0]
@@ -134,7 +148,14 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
         successor = np.where(successor < 0, candidate, successor)
     assert (successor >= 0).all(), "every boundary edge continues"
     _, corner_index, leaving = np.unique(start_id, return_inverse=True, return_counts=True)
-    pinch = leaving[corner_index] > 1
+    return successor, leaving[corner_index] > 1
+
+
+def _walk_loops(
+    start: np.ndarray, direction: np.ndarray, successor: np.ndarray, pinch: np.ndarray
+) -> list[np.ndarray]:
+    """Walk the edges' loops, keeping the vertices where the outline turns (and both pixels of a
+    pinch), moved onto the boundary pixels' centres."""
     incoming = direction[_predecessor(successor)]
     turning = direction != incoming
     # Vertices in doubled coordinates, then halved: a turn gives the centre of the pixel in its
@@ -154,10 +175,9 @@ def boundary_loops(mask: np.ndarray) -> list[np.ndarray]:
             break
         jump = doubled
     next_kept = jump[successor].tolist()
-    kept = np.flatnonzero(keep).tolist()
     seen = bytearray(start.shape[0])
     loops: list[np.ndarray] = []
-    for first in kept:
+    for first in np.flatnonzero(keep).tolist():
         if seen[first]:
             continue
         order = []
