@@ -141,7 +141,7 @@ class ConfusionMatrix:
             raise EvaluationError(
                 f"ignore index {ignore_index} is a class index (0..{num_classes - 1})"
             )
-        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.matrix: np.ndarray = np.zeros((num_classes, num_classes), dtype=np.int64)
         self.class_names: tuple[str, ...] = tuple(class_names)
         self.ignore_index = int(ignore_index)
         self.num_images = 0
