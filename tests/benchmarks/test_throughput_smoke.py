@@ -71,7 +71,7 @@ def test_one_configuration_end_to_end(throughput, tmp_path):
     assert "megapixels" in throughput.scaling_table([result], "size")
 
 
-def test_protocol_batches_follow_the_segmenter(throughput, tiny_clip, tmp_path):
+def test_protocol_batches_follow_the_segmenter(throughput, tiny_clip, tmp_path, monkeypatch):
     import numpy as np
     import torch
 
@@ -98,7 +98,8 @@ def test_protocol_batches_follow_the_segmenter(throughput, tiny_clip, tmp_path):
         fed.append(crops.clone())
         return extractor(crops)
 
-    segmenter.extractor = recording_extractor
+    # the extractor is a property (built on first use): replaced for this test only
+    monkeypatch.setattr(Segmenter, "extractor", property(lambda self: recording_extractor))
     list(segmenter.segment_many([read_image_rgb(p) for p in paths]))
     assert len(fed) == len(batches)
     for mine, theirs in zip(batches, fed, strict=True):
