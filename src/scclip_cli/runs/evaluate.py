@@ -331,7 +331,7 @@ def _evaluate_sweep(
     combination's scores in ``run_info["sweep"]``."""
     import dataclasses
 
-    from scclip_cli.runs.scoring import collect_problems
+    from scclip_cli.runs.scoring import collect_problems, sample_images
     from scclip_cli.runs.sweep import combinations, sweep_rows
 
     settings = combinations(axes)
@@ -340,7 +340,7 @@ def _evaluate_sweep(
         for setting in settings
     ]
     confusions = [plan.confusion(class_names, ignore_index) for _ in settings]
-    variants = segmenter.segment_variants(_sample_images(plan.selected), protocols)
+    variants = segmenter.segment_variants(sample_images(plan.selected), protocols)
     for sample, results in zip(plan.selected, variants, strict=True):
         for confusion, result in zip(confusions, results, strict=True):
             problems = collect_problems(
@@ -357,21 +357,6 @@ def _evaluate_sweep(
     if segmenter.feature_cache is not None:
         run_info["feature_cache"] = segmenter.feature_cache.report()
     return EvaluationResult(confusions[best], run_info=run_info)
-
-
-def _sample_images(samples: Sequence[EvalSample]) -> Iterator[Any]:
-    """The samples' images, ``[H, W, 3]`` uint8 RGB, in order (an unreadable one stops the pass
-    with an :class:`EvaluationError` naming it)."""
-    from scclip_cli.files.image_io import read_image_rgb
-
-    for sample in samples:
-        assert sample.image is not None
-        try:
-            yield read_image_rgb(sample.image)
-        except ScclipError as err:
-            raise EvaluationError(naming_path(sample.image, err)) from None
-        except (OSError, ValueError) as err:
-            raise EvaluationError(f"{sample.image}: cannot read image ({err})") from None
 
 
 @contextlib.contextmanager

@@ -134,23 +134,26 @@ def _score_one(
 
 
 # ------------------------------------------------------------------------- segmentation source
+def sample_images(samples: Sequence[EvalSample]) -> Iterator[np.ndarray]:
+    """The samples' images, ``[H, W, 3]`` uint8 RGB, in order, read as they are needed (an
+    unreadable one stops the pass with an :class:`EvaluationError` naming it)."""
+    from scclip_cli.files.image_io import read_image_rgb
+
+    for sample in samples:
+        assert sample.image is not None
+        try:
+            yield read_image_rgb(sample.image)
+        except ScclipError as err:
+            raise EvaluationError(naming_path(sample.image, err)) from None
+        except (OSError, ValueError) as err:
+            raise EvaluationError(f"{sample.image}: cannot read image ({err})") from None
+
+
 def segmenter_source(segmenter: Segmenter, save_pred: str | Path | None) -> Predict:
     """A :data:`Predict` that segments ``sample.image`` with ``segmenter`` (streamed, batched)."""
 
     def predict(samples: Sequence[EvalSample]) -> Iterator[tuple[str, np.ndarray]]:
-        from scclip_cli.files.image_io import read_image_rgb
-
-        def images() -> Iterator[np.ndarray]:
-            for sample in samples:
-                assert sample.image is not None
-                try:
-                    yield read_image_rgb(sample.image)
-                except ScclipError as err:
-                    raise EvaluationError(naming_path(sample.image, err)) from None
-                except (OSError, ValueError) as err:
-                    raise EvaluationError(f"{sample.image}: cannot read image ({err})") from None
-
-        results = segmenter.segment_many(images())
+        results = segmenter.segment_many(sample_images(samples))
         num_classes = len(segmenter.class_names)
         for sample, seg in zip(samples, results, strict=False):
             if save_pred is not None:
