@@ -33,12 +33,13 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from scclip_cli.config import ProtocolConfig, resolve_protocol
 from scclip_cli.predict.model_options import ModelOptions
 
 if TYPE_CHECKING:
+    from scclip_cli.files.feature_cache import FeatureCache
     from scclip_cli.files.image_record import ImageRecord
     from scclip_cli.maps.metrics import ConfusionMatrix
     from scclip_cli.model.text_embeddings import QueryEmbeddings
@@ -86,6 +87,13 @@ class ModelSpec:
         resolve_protocol(preset, protocol, **given)
         cache = tuple((caching or {}).items())
         return cls(options, vocab, preset, protocol, tuple(sorted(given.items())), cache)
+
+    @property
+    def feature_cache(self) -> FeatureCache | None:
+        """The feature cache the model holders read and fill, if any (its counts go into the
+        run's record once the run is over)."""
+        found = dict(self.caching).get("feature_cache")
+        return cast("FeatureCache | None", found)
 
     def load(self) -> Segmenter:
         """Load the model, embed the vocabulary and resolve the protocol for the model."""

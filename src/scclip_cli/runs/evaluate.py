@@ -248,9 +248,8 @@ def evaluate(
         raise EvaluationError(problem_text("problems", [text for _, text in problems]))
     if started.engine_record is not None:
         plan.run_info["engine"] = started.engine_record
-    feature_cache = dict(spec.caching).get("feature_cache") if spec is not None else None
-    if feature_cache is not None:
-        plan.run_info["feature_cache"] = feature_cache.report()  # type: ignore[attr-defined]
+    if spec is not None and spec.feature_cache is not None:
+        plan.run_info["feature_cache"] = spec.feature_cache.report()
     return EvaluationResult(confusion, run_info=plan.run_info)
 
 

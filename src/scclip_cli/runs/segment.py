@@ -161,11 +161,10 @@ def segment(
         stdin=stdin,
     )
     class_names = _class_names(vocab, segmenter)
-    spec, feature_cache = None, None
+    spec = None
     if segmenter is None:
         assert vocab is not None  # _class_names checked it
         cache_options = caching.load_options()
-        feature_cache = cache_options["feature_cache"]
         spec = ModelSpec.checked(model, vocab, preset, protocol, overrides, cache_options)
     reporter = Reporter(quiet)
     shard_key = (plan.shard.index, plan.shard.count) if plan.shard is not None else None
@@ -188,8 +187,8 @@ def segment(
         summary = _segment_on(
             runner, spec, plan, class_names, legend, reporter, jsonl_stream, progress, recorded
         )
-        if feature_cache is not None:
-            cached = feature_cache.report()
+        if spec is not None and spec.feature_cache is not None:
+            cached = spec.feature_cache.report()
             write_summary(summary, feature_cache=cached)
             reporter.message(describe_feature_cache(cached))
     return _reported(summary, report, reporter)
