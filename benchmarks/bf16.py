@@ -1,10 +1,12 @@
-"""bfloat16 against float32 on the CPU: forward-pass time on the same crops, and label agreement.
+"""bfloat16 (or float16) against float32: forward-pass time on the same crops, and label agreement.
 
-    python benchmarks/bf16.py                    # tiny and ViT-B/16-shaped random weights
+    python benchmarks/bf16.py                    # tiny and ViT-B/16-shaped random weights, CPU
     python benchmarks/bf16.py --models scclip-tiny --rounds 2
+    python benchmarks/bf16.py --device cuda --precision float16   # on a GPU
 
 For each model (random weights, seed 0), two segmenters share one vocabulary (``--classes``
-made-up words embedded in float32, one template) and differ only in the vision tower's dtype.
+made-up words embedded in float32, one template) and differ only in the vision tower's dtype
+(``--precision``: ``bfloat16`` by default, ``float16`` on a GPU), on ``--device``.
 Images: the four sample photos and two generated 683×512 photos.
 
 * **time**: the dense-feature extractor on the crops of all images, in batches of 4, float32 and
@@ -85,24 +87,38 @@ def crops_of(segmenter: Any, pictures: Sequence[np.ndarray]) -> list[Any]:
 def forward_seconds(segmenter: Any, batches: Sequence[Any]) -> float:
     import torch
 
+    cuda = segmenter.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(segmenter.device)
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in batches:
-            segmenter.extractor(batch.to(segmenter.clip.dtype))
+            segmenter.extractor(batch.to(segmenter.device, segmenter.clip.dtype))
+    if cuda:
+        torch.cuda.synchronize(segmenter.device)
     return time.perf_counter() - start
 
 
-def measure(model: str, classes: int, rounds: int, margins: Sequence[float]) -> dict[str, Any]:
+def measure(
+    model: str,
+    classes: int,
+    rounds: int,
+    margins: Sequence[float],
+    device: str = "cpu",
+    low: str = "bfloat16",
+) -> dict[str, Any]:
+    """float32 against ``low`` precision on ``device``; the result's keys name ``low`` as
+    ``bfloat16`` whatever it is (``"precision"`` says which)."""
     from scclip_cli.files.vocabulary import parse_vocabulary
     from scclip_cli.model.loading import load_clip
     from scclip_cli.model.text_embeddings import embed_vocabulary
     from scclip_cli.predict.segmenter import Segmenter
 
     bench = _throughput()
-    fp32 = load_clip(model, "random:0", device="cpu", precision="float32")
+    fp32 = load_clip(model, "random:0", device=device, precision="float32")
     vocab = parse_vocabulary(["background", *bench.made_up_words(classes - 1)])
     emb = embed_vocabulary(fp32, vocab, (bench.PROMPT_TEMPLATE,))
-    bf16 = load_clip(model, "random:0", device="cpu", precision="bfloat16")
+    bf16 = load_clip(model, "random:0", device=device, precision=low)
     seg32, seg16 = Segmenter(fp32, emb), Segmenter(bf16, emb)
     pictures = images()
     batches = crops_of(seg32, list(pictures.values()))
@@ -130,6 +146,8 @@ def measure(model: str, classes: int, rounds: int, margins: Sequence[float]) -> 
     ]
     return {
         "model": model,
+        "device": device,
+        "precision": low,
         "crops": sum(len(b) for b in batches),
         "seconds": times,
         "median_float32": statistics.median(times["float32"]),
@@ -152,19 +170,24 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--classes", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--margins", type=float, nargs="+", default=[0.1, 0.02, 0.005])
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--precision", default=None, help="bfloat16 | float16 (default: float16 on CUDA)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    low = args.precision or ("float16" if args.device.startswith("cuda") else "bfloat16")
     print(
         f"native bfloat16: {cpu_bfloat16_support() or 'none'}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}"
     )
     results = []
     for model in args.models:
-        result = measure(model, args.classes, args.rounds, args.margins)
+        result = measure(model, args.classes, args.rounds, args.margins, args.device, low)
         results.append(result)
         print(
             f"\n{model}: {result['crops']} crops; float32 {result['median_float32']:.2f} s, "
-            f"bfloat16 {result['median_bfloat16']:.2f} s, speed-up (median of rounds) "
+            f"{low} {result['median_bfloat16']:.2f} s, speed-up (median of rounds) "
             f"{result['speedup_median_of_rounds']:.2f}×\n"
             "| image | all pixels | "
             + " | ".join(f"stable at {m:g} (share)" for m in args.margins)

@@ -281,7 +281,7 @@ def class_statistics(
         are rounded to 6 decimals.
     """
     labels = _check_labels(labels, max(len(class_names), 1))
-    flat = labels.ravel()
+    flat = labels.ravel().astype(np.intp, copy=False)  # once: bincount would cast it per call
     counts = np.bincount(flat, minlength=len(class_names))
     sums = None
     if confidence is not None:
