@@ -1,6 +1,6 @@
 """A seeded, stratified random sample of mutmut's mutants: the same share of every module.
 
-    env -u PYTHONPATH mutmut run scclip_cli.config.x_nothing   # once: generates the mutants
+    env -u PYTHONPATH mutmut run        # stop it (Ctrl-C) once it checks mutants: all exist then
     mutmut results --all true | python benchmarks/mutation_sample.py > sample.txt
     env -u PYTHONPATH mutmut run $(cat sample.txt)
     mutmut results --all true | python benchmarks/mutation_sample.py --score sample.txt
