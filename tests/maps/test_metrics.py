@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -240,3 +241,107 @@ def test_another_ignore_index_is_the_one_checked_and_skipped():
         "ground truth of y.png: ground-truth value(s) 255 outside the class range 0..2 "
         "(ignore index 200)"
     )
+
+
+def test_update_without_a_name_calls_the_maps_prediction_and_lists_every_problem():
+    matrix = ConfusionMatrix(3)
+    with pytest.raises(EvaluationError) as err:
+        matrix.update(np.array([[0, 7]]), np.array([[9, 1]]))
+    assert str(err.value) == (
+        "prediction: prediction value(s) 7 outside the class range 0..2; "
+        "ground truth of prediction: ground-truth value(s) 9 outside the class range 0..2 "
+        "(ignore index 255)"
+    )
+
+
+def test_merging_directly_names_the_confusion_matrix_and_each_differing_setting():
+    """Without a name the part is "confusion matrix"; a class list of at most three names is
+    shown whole; only the settings that differ are listed."""
+    config = {"dataset": "x", "model": "m", "protocol": "p"}
+    first = ConfusionMatrix(2, ("sky", "tree"), config=config)
+    three = ConfusionMatrix(3, ("sky", "tree", "road"), config=config)
+    expected = (
+        "confusion matrix has different classes (3: sky, tree, road) than the first (2: sky, tree)"
+    )
+    for call in (first.check_compatible, first.merge):
+        with pytest.raises(EvaluationError) as err:
+            call(three)
+        assert str(err.value) == expected
+    other = ConfusionMatrix(
+        2, ("sky", "tree"), config={"dataset": "y", "model": "n", "protocol": "p"}, shard=(1, 2)
+    )
+    for call in (first.check_compatible, first.merge):
+        with pytest.raises(EvaluationError) as err:
+            call(other)
+        assert str(err.value) == (
+            "confusion matrix was made with different settings (dataset, model) than the first"
+        )
+    assert first.num_images == 0 and first.shards == ((1, 1),)  # a refused merge changes nothing
+
+
+def test_a_shard_of_another_split_names_all_shards_merged_so_far():
+    halves = [("a", ConfusionMatrix(2, shard=(1, 2))), ("b", ConfusionMatrix(2, shard=(2, 2)))]
+    third = ConfusionMatrix(2, shard=(3, 3))
+    with pytest.raises(EvaluationError) as err:
+        merge_confusions([*halves, ("c.npz", third)])
+    assert str(err.value) == (
+        "c.npz is shard 3/3, which does not split the inputs like shard 1/2, 2/2: "
+        "their parts overlap"
+    )
+
+
+def write_matrix_file(path, matrix, **meta):
+    """An ``.npz`` as :meth:`ConfusionMatrix.save` writes it, with the given matrix and meta."""
+    fields = {
+        "format_version": 1,
+        "class_names": ["a", "b"],
+        "ignore_index": 255,
+        "num_images": 1,
+        "config": {},
+        "shards": [[1, 1]],
+    }
+    fields.update(meta)
+    np.savez(path, matrix=np.asarray(matrix), meta=np.array(json.dumps(fields)))
+
+
+def test_loading_refuses_missing_newer_and_misshapen_files_with_their_path(tmp_path):
+    missing = tmp_path / "missing.npz"
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix.load(missing)
+    assert str(err.value) == f"{missing}: no such file"
+    newer = tmp_path / "newer.npz"
+    write_matrix_file(newer, np.zeros((2, 2), np.int64), format_version=2)
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix.load(newer)
+    assert str(err.value) == f"{newer}: unsupported confusion-matrix format 2"
+    misshapen = tmp_path / "misshapen.npz"
+    write_matrix_file(misshapen, np.zeros((3, 3), np.int64))
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix.load(misshapen)
+    assert str(err.value) == f"{misshapen}: matrix shape (3, 3) does not match 2 classes"
+
+
+def test_a_file_without_per_image_rows_loads_with_no_rows(tmp_path):
+    """Files written before per-image scores were kept have no ``per_image``."""
+    path = tmp_path / "older.npz"
+    write_matrix_file(path, [[3, 1], [0, 2]])
+    back = ConfusionMatrix.load(path)
+    assert back.per_image == []
+    assert back.matrix.tolist() == [[3, 1], [0, 2]] and back.num_images == 1
+
+
+def test_a_matrix_stored_in_a_narrow_integer_type_counts_on_past_its_range(tmp_path):
+    path = tmp_path / "narrow.npz"
+    write_matrix_file(path, np.array([[250, 0], [0, 0]], dtype=np.uint8))
+    back = ConfusionMatrix.load(path)
+    back.update(np.zeros((2, 5), int), np.zeros((2, 5), int))
+    assert back.matrix.tolist() == [[260, 0], [0, 0]]
+
+
+def test_a_loaded_matrix_keeps_its_ignore_index(tmp_path):
+    saved = ConfusionMatrix(3, ("a", "b", "c"), ignore_index=200)
+    saved.save(tmp_path / "m.npz")
+    back = ConfusionMatrix.load(tmp_path / "m.npz")
+    assert back.ignore_index == 200
+    back.update(np.array([[0, 1]]), np.array([[200, 1]]))  # 200 is not scored, and no error
+    assert back.matrix.sum() == 1

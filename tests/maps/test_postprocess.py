@@ -65,15 +65,22 @@ def test_tiles_and_row_sources_change_nothing(tile_elements):
         torch.testing.assert_close(out.confidence, ref_conf)
 
 
-def test_unsorted_synonyms_keep_the_reference_argmax():
+@pytest.mark.parametrize("tile_elements", [None, 6 * 40 * 2])
+def test_unsorted_synonyms_keep_the_reference_argmax(tile_elements):
+    """In one tile, and in many: then the reordered queries are read by bands of source rows
+    that neither start at the first row nor end at the last (rows 3..7 and 6..9 of 9 for the
+    tiles, 0..7 and 7..9 for each source pixel's best query); from a tensor or from rows."""
+    from scclip_cli.maps.postprocess import TensorRows
+
     g = torch.Generator().manual_seed(2)
     scores = torch.randn(6, 9, 11, generator=g) * 0.1
     query_class = torch.tensor([2, 0, 1, 0, 2, 1])  # synonyms interleaved
     protocol = ProtocolConfig(logit_scale=40)
     ref_labels, ref_conf = _reference(scores, 30, 40, query_class, 3, protocol)
-    out = labels_from_scores(scores, 30, 40, query_class, 3, protocol)
-    assert torch.equal(out.labels, ref_labels)
-    torch.testing.assert_close(out.confidence, ref_conf)
+    for source in (scores, TensorRows(scores)):
+        out = labels_from_scores(source, 30, 40, query_class, 3, protocol, tile_elements)
+        assert torch.equal(out.labels, ref_labels)
+        torch.testing.assert_close(out.confidence, ref_conf)
 
 
 def test_area_rule_removes_small_classes():
@@ -86,10 +93,40 @@ def test_area_rule_removes_small_classes():
 
 
 def test_upsample_matches_torch_interpolate():
+    from scclip_cli.maps.postprocess import TensorRows
+
     scores = torch.randn(3, 9, 14)
     for h, w in [(20, 31), (9, 14), (5, 7), (100, 3)]:
         expected = F.interpolate(scores[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         torch.testing.assert_close(upsample_scores(scores, h, w), expected, atol=5e-6, rtol=1e-5)
+        by_rows = upsample_scores(TensorRows(scores), h, w)  # scores served by rows
+        torch.testing.assert_close(by_rows, expected, atol=5e-6, rtol=1e-5)
+
+
+@pytest.fixture
+def float64_by_default():
+    """torch's default dtype set to float64 (as some scientific code does) for one test."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def test_upsampled_scores_stay_float32_whatever_the_default_dtype(float64_by_default):
+    scores = torch.randn(3, 9, 14, dtype=torch.float32)
+    out = upsample_scores(scores, 20, 31)
+    assert out.dtype == torch.float32
+    expected = F.interpolate(scores[None], size=(20, 31), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(out, expected, atol=5e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_upsampled_scores_stay_on_the_scores_device():
+    scores = torch.randn(3, 9, 14, device="cuda")
+    out = upsample_scores(scores, 20, 31)
+    assert out.device == scores.device
+    expected = F.interpolate(scores[None], size=(20, 31), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(out, expected, atol=5e-6, rtol=1e-5)
 
 
 def test_first_best_query_of_source_pixels_breaks_ties_by_the_first():
@@ -175,3 +212,19 @@ def test_a_pixel_exactly_at_the_probability_threshold_keeps_its_class():
     )
     assert above.labels[:, :2].unique().tolist() == [0]
     assert above.labels[:, 2:].unique().tolist() == [1]
+
+
+def test_area_rule_keeps_probabilities_where_cosines_span_the_whole_range():
+    """Cosines of -1 and 1 in one tile at logit scale 50: the logits differ by 144 in base 2, so
+    each pixel's softmax must be shifted by its own maximum (2^-144 summed over the queries has no
+    float32 reciprocal). The left half ties all classes at -1: probability 1/3, background."""
+    scores = torch.full((3, 4, 8), -1.0)
+    scores[1, :, 4:] = 1.0  # right half: class 1
+    scores[2, 0, 4], scores[1, 0, 4] = 1.0, 0.9  # one pixel of class 2, removed by the area rule
+    protocol = ProtocolConfig(logit_scale=50, area_threshold=0.1)
+    out = labels_from_scores(scores, 4, 8, torch.arange(3), 3, protocol)
+    ref_labels, ref_conf = _reference(scores, 4, 8, torch.arange(3), 3, protocol)
+    assert torch.equal(out.labels, ref_labels)
+    assert out.labels[:, 4:].unique().tolist() == [1]
+    torch.testing.assert_close(out.confidence, ref_conf)
+    torch.testing.assert_close(out.confidence[:, :4], torch.full((4, 4), 1 / 3))
