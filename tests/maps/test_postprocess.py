@@ -228,3 +228,43 @@ def test_area_rule_keeps_probabilities_where_cosines_span_the_whole_range():
     assert out.labels[:, 4:].unique().tolist() == [1]
     torch.testing.assert_close(out.confidence, ref_conf)
     torch.testing.assert_close(out.confidence[:, :4], torch.full((4, 4), 1 / 3))
+
+
+@pytest.mark.parametrize(
+    "tile_elements",
+    [7 * 20, 7 * 61, 7 * 61 * 3, 1 << 20],
+    ids=["column tiles", "one row", "three rows", "one tile"],
+)
+def test_tiles_cover_every_output_pixel_once_within_the_budget(tile_elements):
+    """The tiles partition the output (no pixel computed twice) and none holds more than
+    ``tile_elements`` values; put together they are the upsampled scores."""
+    from scclip_cli.maps.postprocess import BilinearResizer, TensorRows
+
+    scores = torch.randn(7, 13, 17, generator=torch.Generator().manual_seed(5))
+    resizer = BilinearResizer(TensorRows(scores), 50, 61, tile_elements)
+    covered = torch.zeros(50, 61, dtype=torch.int64)
+    full = torch.full((50, 61, 7), float("nan"))
+    for rows, cols, values in resizer.tiles():
+        assert values.numel() <= tile_elements
+        covered[rows, cols] += 1
+        full[rows, cols] = values
+    assert bool((covered == 1).all())
+    expected = F.interpolate(scores[None], size=(50, 61), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(full.permute(2, 0, 1), expected, atol=5e-6, rtol=1e-5)
+
+
+def test_area_rule_removes_a_small_class_below_chunks_without_it():
+    """Many chunks of rows; the small class lies only in the last ones, so the second pass skips
+    the chunks above it and must still reach it."""
+    g = torch.Generator().manual_seed(6)
+    scores = torch.randn(4, 13, 17, generator=g) * 0.05
+    scores[1, :, :] += 0.2  # class 1 everywhere...
+    scores[3, 11:, 15:] += 0.5  # ...but a tiny bottom-right corner of class 3
+    protocol = ProtocolConfig(logit_scale=50, area_threshold=0.05)
+    ref_labels, ref_conf = _reference(scores, 50, 61, torch.arange(4), 4, protocol)
+    plain = labels_from_scores(scores, 50, 61, torch.arange(4), 4, ProtocolConfig(logit_scale=50))
+    assert 3 in plain.labels[40:].unique().tolist()  # without the rule the corner is class 3
+    out = labels_from_scores(scores, 50, 61, torch.arange(4), 4, protocol, tile_elements=4 * 61 * 2)
+    assert 3 not in out.labels.unique().tolist()
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
