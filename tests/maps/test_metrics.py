@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -146,6 +147,17 @@ def test_out_of_range_values_are_errors_naming_file_and_value():
 def test_empty_matrix_scores_are_nan():
     m = ConfusionMatrix(2).metrics()
     assert math.isnan(m["mIoU"]) and math.isnan(m["aAcc"])
+
+
+def test_classes_absent_from_both_sides_are_nan_without_a_warning():
+    """0 / 0 for a class nobody saw is an expected NaN, not a RuntimeWarning in the user's log."""
+    matrix = ConfusionMatrix(3)
+    matrix.update(np.array([[0, 1]]), np.array([[0, 1]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = matrix.metrics()
+    assert math.isnan(scores["per_class"][2]["iou"]) and math.isnan(scores["per_class"][2]["acc"])
+    assert scores["mIoU"] == 100.0
 
 
 def test_save_load_roundtrip(tmp_path):

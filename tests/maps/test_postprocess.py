@@ -121,12 +121,19 @@ def test_upsampled_scores_stay_float32_whatever_the_default_dtype(float64_by_def
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_upsampled_scores_stay_on_the_scores_device():
+def test_upsampled_scores_and_labels_stay_on_the_scores_device():
     scores = torch.randn(3, 9, 14, device="cuda")
     out = upsample_scores(scores, 20, 31)
     assert out.device == scores.device
     expected = F.interpolate(scores[None], size=(20, 31), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(out, expected, atol=5e-6, rtol=1e-5)
+    protocol = ProtocolConfig(logit_scale=40, area_threshold=0.1)
+    query_class = torch.tensor([1, 0, 1], device="cuda")
+    labels = labels_from_scores(scores, 20, 31, query_class, 2, protocol, tile_elements=3 * 31)
+    assert labels.labels.device == scores.device and labels.confidence.device == scores.device
+    ref_labels, ref_conf = _reference(scores, 20, 31, query_class, 2, protocol)
+    assert torch.equal(labels.labels, ref_labels.to(labels.labels.dtype))
+    torch.testing.assert_close(labels.confidence, ref_conf)
 
 
 def test_first_best_query_of_source_pixels_breaks_ties_by_the_first():
@@ -232,8 +239,8 @@ def test_area_rule_keeps_probabilities_where_cosines_span_the_whole_range():
 
 @pytest.mark.parametrize(
     "tile_elements",
-    [7 * 20, 7 * 61, 7 * 61 * 3, 1 << 20],
-    ids=["column tiles", "one row", "three rows", "one tile"],
+    [7, 7 * 20, 7 * 61, 7 * 61 * 3, 1 << 20],
+    ids=["one pixel", "column tiles", "one row", "three rows", "one tile"],
 )
 def test_tiles_cover_every_output_pixel_once_within_the_budget(tile_elements):
     """The tiles partition the output (no pixel computed twice) and none holds more than
@@ -268,3 +275,30 @@ def test_area_rule_removes_a_small_class_below_chunks_without_it():
     assert 3 not in out.labels.unique().tolist()
     assert torch.equal(out.labels, ref_labels)
     torch.testing.assert_close(out.confidence, ref_conf)
+
+
+def test_the_default_tile_budget_fits_the_cpu_caches_and_is_larger_elsewhere():
+    """4 MiB of float32 per tile on the CPU (docs/performance.md), 64 MiB on an accelerator,
+    where fewer, larger tiles mean fewer kernel launches."""
+    from scclip_cli.maps.postprocess import default_tile_elements
+
+    assert default_tile_elements(torch.device("cpu")) == 1 << 20
+    assert default_tile_elements(torch.device("cuda", 0)) == 1 << 24
+    assert default_tile_elements(torch.device("mps")) == 1 << 24
+
+
+def test_known_best_queries_are_the_upsampled_argmax_and_need_no_prepare_call():
+    """Asked first, the resizer finds the source pixels' best queries itself; every pixel it
+    knows has the upsampled scores' first best query, the others are -1."""
+    from scclip_cli.maps.postprocess import BilinearResizer, TensorRows
+
+    coarse = torch.randn(4, 3, 4, generator=torch.Generator().manual_seed(7))
+    scores = F.interpolate(coarse[None], size=(9, 11), mode="bilinear")[0].contiguous()
+    resizer = BilinearResizer(TensorRows(scores), 30, 40, 4 * 40 * 2)
+    known = resizer.known_best(slice(0, 30), slice(0, 40)).view(30, 40)
+    upsampled = F.interpolate(scores[None], size=(30, 40), mode="bilinear", align_corners=False)[0]
+    argmax = upsampled.argmax(0)
+    assert 0.5 < (known >= 0).float().mean() < 1
+    assert torch.equal(known[known >= 0], argmax[known >= 0])
+    again = resizer.known_best(slice(10, 20), slice(5, 40))  # a later tile, same answers
+    assert torch.equal(again, known[10:20, 5:40].reshape(-1))
