@@ -357,3 +357,48 @@ def test_a_loaded_matrix_keeps_its_ignore_index(tmp_path):
     assert back.ignore_index == 200
     back.update(np.array([[0, 1]]), np.array([[200, 1]]))  # 200 is not scored, and no error
     assert back.matrix.sum() == 1
+
+
+def test_label_problems_name_the_maps_prediction_and_ground_truth_by_default():
+    problems = label_problems(np.array([[0, 7]]), np.array([[9, 1]]), 3)
+    assert problems == [
+        "prediction: prediction value(s) 7 outside the class range 0..2",
+        "ground truth: ground-truth value(s) 9 outside the class range 0..2 (ignore index 255)",
+    ]
+    one_bad_pixel = label_problems(np.array([[5]]), np.array([[0]]), 3)
+    assert one_bad_pixel == ["prediction: prediction value(s) 5 outside the class range 0..2"]
+
+
+def test_label_problems_of_a_map_that_is_not_2d_or_ground_truth_that_is_all_ignored():
+    assert label_problems(np.zeros((2, 2), int), np.zeros((2, 2, 3), int), 3) == [
+        "prediction: expected [H, W] label maps, got (2, 2) and (2, 2, 3)"
+    ]
+    assert label_problems(
+        np.zeros((2, 2, 3), int), np.zeros((2, 2), int), 3, pred_name="p.png"
+    ) == ["p.png: expected [H, W] label maps, got (2, 2, 3) and (2, 2)"]
+    all_ignored = np.full((2, 3), 255)
+    assert label_problems(np.zeros((2, 3), int), all_ignored, 3) == []
+
+
+def test_bad_values_are_listed_up_to_five_and_the_class_count_itself_is_out_of_range():
+    zeros = np.zeros((1, 6), int)
+    assert label_problems(np.array([[0, 3, 1, 2, 0, 0]]), zeros, 3) == [
+        "prediction: prediction value(s) 3 outside the class range 0..2"
+    ]
+    five = np.array([[3, 4, 5, 6, 7, 0]])
+    assert label_problems(five, zeros, 3) == [
+        "prediction: prediction value(s) 3, 4, 5, 6, 7 outside the class range 0..2"
+    ]
+    six = np.array([[3, 4, 5, 6, 7, 8]])
+    assert label_problems(six, zeros, 3) == [
+        "prediction: prediction value(s) 3, 4, 5, 6, 7, ... outside the class range 0..2"
+    ]
+
+
+def test_one_class_is_enough_and_none_is_refused():
+    single = ConfusionMatrix(1, ["thing"])
+    single.update(np.zeros((2, 2), int), np.array([[0, 0], [255, 0]]))
+    assert single.matrix.tolist() == [[3]] and single.metrics()["mIoU"] == 100.0
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix(0)
+    assert str(err.value) == "number of classes must be at least 1, got 0"
