@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,8 +146,26 @@ def test_out_of_range_values_are_errors_naming_file_and_value():
 
 
 def test_empty_matrix_scores_are_nan():
-    m = ConfusionMatrix(2).metrics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing scored is no reason to warn
+        m = ConfusionMatrix(2).metrics()
     assert math.isnan(m["mIoU"]) and math.isnan(m["aAcc"])
+
+
+def test_one_scored_pixel_is_enough_for_every_score():
+    """A single pixel of ground truth (class 1, predicted right) among ignored ones."""
+    matrix = ConfusionMatrix(3, ("sky", "tree", "road"))
+    matrix.update(np.array([[1, 0]]), np.array([[1, 255]]))
+    scores = matrix.metrics()
+    assert [row["name"] for row in scores["per_class"]] == ["sky", "tree", "road"]
+    assert scores["per_class"][1] == {
+        "name": "tree",
+        "iou": 100.0,
+        "acc": 100.0,
+        "gt_pixels": 1,
+        "pred_pixels": 1,
+    }
+    assert scores["aAcc"] == 100.0 and scores["mAcc"] == 100.0 and scores["mIoU"] == 100.0
 
 
 def test_classes_absent_from_both_sides_are_nan_without_a_warning():
@@ -402,3 +421,27 @@ def test_one_class_is_enough_and_none_is_refused():
     with pytest.raises(EvaluationError) as err:
         ConfusionMatrix(0)
     assert str(err.value) == "number of classes must be at least 1, got 0"
+
+
+def test_class_names_and_ignore_index_are_checked_with_their_messages():
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix(3, ["a", "b"])
+    assert str(err.value) == "2 class names given for 3 classes"
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix(3, ignore_index=0)
+    assert str(err.value) == "ignore index 0 is a class index (0..2)"
+    just_past = ConfusionMatrix(3, ignore_index=3)  # one past the last class is not a class
+    just_past.update(np.array([[0, 2]]), np.array([[3, 2]]))
+    assert just_past.matrix.sum() == 1
+
+
+def test_the_saved_file_holds_integer_counts_and_a_json_config(tmp_path):
+    """Settings that are not JSON types (a path) are kept as text, as they read back."""
+    matrix = ConfusionMatrix(2, config={"data": Path("/data/voc"), "scale": 40})
+    matrix.update(np.array([[0, 1]]), np.array([[0, 0]]))
+    assert matrix.config == {"data": "/data/voc", "scale": 40}
+    matrix.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        assert data["matrix"].dtype == np.int64
+        assert data["matrix"].tolist() == [[1, 1], [0, 0]]
+    assert ConfusionMatrix.load(tmp_path / "m.npz").config == matrix.config
