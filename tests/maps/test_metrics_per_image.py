@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -19,8 +20,21 @@ def test_image_scores_are_the_dataset_definitions_on_one_image() -> None:
     assert math.isclose(scores["classes"][0]["iou"], iou0)
     assert math.isclose(scores["mIoU"], (iou0 + iou1) / 2)
     assert math.isclose(scores["aAcc"], 9 / 12 * 100)
-    empty = image_scores(np.zeros((3, 3), dtype=np.int64))  # every pixel ignored
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an image with every pixel ignored is no reason to warn
+        empty = image_scores(np.zeros((3, 3), dtype=np.int64))
     assert math.isnan(empty["mIoU"]) and math.isnan(empty["aAcc"]) and empty["classes"] == []
+
+
+def test_an_image_with_one_scored_pixel_has_scores() -> None:
+    one = image_scores(np.array([[0, 0], [0, 1]]))  # one pixel of class 1, predicted right
+    assert one == {"mIoU": 100.0, "aAcc": 100.0, "classes": [{"index": 1, "iou": 100.0}]}
+    wrong = image_scores(np.array([[0, 1], [0, 0]]))  # class 0 predicted as class 1
+    assert wrong == {
+        "mIoU": 0.0,
+        "aAcc": 0.0,
+        "classes": [{"index": 0, "iou": 0.0}, {"index": 1, "iou": 0.0}],
+    }
 
 
 def test_each_keyed_image_gets_the_scores_of_its_own_matrix() -> None:
