@@ -1,5 +1,7 @@
 """Tiled upsampling and post-processing against the straightforward full-tensor computation."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -302,3 +304,57 @@ def test_known_best_queries_are_the_upsampled_argmax_and_need_no_prepare_call():
     assert torch.equal(known[known >= 0], argmax[known >= 0])
     again = resizer.known_best(slice(10, 20), slice(5, 40))  # a later tile, same answers
     assert torch.equal(again, known[10:20, 5:40].reshape(-1))
+
+
+def test_each_chunk_alone_gives_its_own_rows():
+    """``tiles(chunks=...)`` yields the rows of the chunks asked for and no others (parts of the
+    work take runs of chunks)."""
+    from scclip_cli.maps.postprocess import BilinearResizer, TensorRows
+
+    scores = torch.randn(7, 13, 17, generator=torch.Generator().manual_seed(8))
+    resizer = BilinearResizer(TensorRows(scores), 50, 61, 7 * 61 * 3)
+    plan = resizer.chunks()
+    assert len(plan) > 2 and plan[0][0] == 0 and plan[-1][1] == 50
+    for y0, y1 in plan:
+        rows = [
+            r for tile_rows, _, _ in resizer.tiles(chunks=[(y0, y1)]) for r in range(50)[tile_rows]
+        ]
+        assert rows == list(range(y0, y1))
+
+
+def test_parts_at_once_on_one_workspace_give_the_in_order_result():
+    """A segmenter's workspace is shared by the parts that run at once (each asks for buffers of
+    its own names): two threads, whole-row tiles, the area rule's second pass; bit for bit."""
+    from scclip_cli.maps.parts import IN_ORDER, PartThreads
+    from scclip_cli.maps.workspace import Workspace
+
+    g = torch.Generator().manual_seed(9)
+    scores = torch.randn(24, 40, 50, generator=g) * 0.05
+    scores[2, 5:30, 5:40] += 0.2
+    scores[6, 35:, 45:] += 0.3  # a small class, removed by the area rule
+    query_class = torch.arange(24) % 4
+    protocol = ProtocolConfig(logit_scale=50, prob_threshold=0.3, area_threshold=0.05)
+    args = (300, 400, query_class, 4, protocol, 24 * 400 * 3)
+    first = labels_from_scores(scores, *args, Workspace(per_thread=False), IN_ORDER)
+    runner = PartThreads(2)
+    try:
+        for _ in range(3):
+            out = labels_from_scores(scores, *args, Workspace(per_thread=False), runner)
+            assert torch.equal(out.labels, first.labels)
+            assert torch.equal(out.confidence, first.confidence)
+    finally:
+        runner.close()
+    assert len(first.labels.unique()) > 1
+
+
+def test_post_processing_warns_about_nothing():
+    """No buffer is resized behind the user's back (torch warns when an ``out=`` tensor has the
+    wrong shape)."""
+    scores = torch.randn(7, 13, 17, generator=torch.Generator().manual_seed(10)) * 0.05
+    query_class = torch.tensor([0, 0, 1, 2, 2, 2, 3])
+    protocol = ProtocolConfig(logit_scale=50, area_threshold=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for tile_elements in (7 * 20, 7 * 61 * 3):
+            labels_from_scores(scores, 50, 61, query_class, 4, protocol, tile_elements)
+            upsample_scores(scores, 50, 61)
