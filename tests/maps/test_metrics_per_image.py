@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -71,3 +72,19 @@ def test_rows_survive_save_load_and_merge(tmp_path) -> None:
     assert math.isnan(parts[0].per_image[1]["mIoU"])  # saved as null, read back as NaN
     merged = merge_confusions([("1", parts[0]), ("2", parts[1])])
     assert [row["key"] for row in merged.per_image] == ["s1", "ignored1", "s2", "ignored2"]
+
+
+def test_the_saved_rows_are_strict_json(tmp_path) -> None:
+    """An image with nothing scored has NaN scores: written as null, as strict JSON readers
+    (other languages, ``jq``) refuse NaN."""
+    cm = ConfusionMatrix(2)
+    cm.add_unchecked(np.array([[0, 1]]), np.array([[255, 255]]), key="blank")
+    cm.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        meta = str(data["meta"])
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the saved rows")
+
+    rows = json.loads(meta, parse_constant=refuse)["per_image"]
+    assert rows == [{"key": "blank", "mIoU": None, "aAcc": None, "classes": []}]
