@@ -358,3 +358,41 @@ def test_post_processing_warns_about_nothing():
         for tile_elements in (7 * 20, 7 * 61 * 3):
             labels_from_scores(scores, 50, 61, query_class, 4, protocol, tile_elements)
             upsample_scores(scores, 50, 61)
+
+
+def _window_canvas(seed: int):
+    """Patch scores of 2 x 3 overlapping 112 px windows over a 150 x 200 image (a full grid),
+    from smooth score fields (regions span windows), 7 queries."""
+    from scclip_cli.maps.sliding_window import WindowCanvas, windows
+
+    g = torch.Generator().manual_seed(seed)
+    field = F.interpolate(torch.randn(7, 3, 4, generator=g)[None], size=(150, 200), mode="bilinear")
+    canvas = WindowCanvas(7, 150, 200, torch.device("cpu"))
+    for window in windows(150, 200, 112, 56):
+        y1, y2, x1, x2 = window
+        patch = F.adaptive_avg_pool2d(field[0, :, y1:y2, x1:x2], 7)
+        canvas.add_patches(window, patch.permute(1, 2, 0).contiguous())
+    return canvas
+
+
+@pytest.mark.parametrize("route", ["from patches", "built canvas"])
+def test_window_scores_give_the_labels_of_their_averaged_canvas(route, monkeypatch):
+    """Straight from the window patches (the usual route) or, when the output is too wide for
+    that, from the built canvas: the labels of the averaged canvas, with interleaved synonyms."""
+    import scclip_cli.maps.window_resize as window_resize
+    from scclip_cli.maps.postprocess import make_resizer
+    from scclip_cli.maps.workspace import Workspace
+
+    query_class = torch.tensor([2, 0, 1, 0, 2, 1, 3])  # synonyms interleaved
+    protocol = ProtocolConfig(logit_scale=50, prob_threshold=0.2, area_threshold=0.2)
+    built = _window_canvas(11)
+    average = built.rows(0, 150).permute(2, 0, 1).contiguous()  # [Q, h, w], the canvas route
+    expected = labels_from_scores(average, 301, 397, query_class, 4, protocol)
+    if route == "built canvas":
+        monkeypatch.setattr(window_resize, "MAX_CANVAS_RATIO", 0.1)
+    resizer = make_resizer(_window_canvas(11), 301, 397, None, 1 << 20, Workspace())
+    assert isinstance(resizer, window_resize.WindowResizer) == (route == "from patches")
+    out = labels_from_scores(_window_canvas(11), 301, 397, query_class, 4, protocol, 7 * 40)
+    assert torch.equal(out.labels, expected.labels)
+    torch.testing.assert_close(out.confidence, expected.confidence)
+    assert len(out.labels.unique()) > 2
