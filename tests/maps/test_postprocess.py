@@ -152,6 +152,26 @@ def test_first_best_query_of_source_pixels_breaks_ties_by_the_first():
         assert best[0, 0] == 1
 
 
+def test_best_query_of_source_pixels_in_parts_at_once_on_one_workspace():
+    """Bands of rows in two parts that run at once, with a workspace shared by both (each part
+    asks for a scratch buffer of its own name)."""
+    from scclip_cli.maps.parts import PartThreads
+    from scclip_cli.maps.postprocess import TensorRows, source_best_query
+    from scclip_cli.maps.workspace import Workspace
+
+    scores = torch.randn(24, 800, 60, generator=torch.Generator().manual_seed(12))
+    countdown = torch.arange(24, 0, -1, dtype=torch.float32)
+    runner = PartThreads(2)
+    try:
+        for _ in range(15):  # two parts that clobber one buffer do not always collide
+            best = source_best_query(
+                TensorRows(scores), countdown, 60 * 24, Workspace(per_thread=False), runner
+            )
+            assert torch.equal(best, scores.argmax(0))
+    finally:
+        runner.close()
+
+
 def test_shared_cells_are_the_ones_whose_four_corners_agree():
     from scclip_cli.maps.postprocess import shared_cell_best
 
@@ -338,7 +358,7 @@ def test_parts_at_once_on_one_workspace_give_the_in_order_result():
     first = labels_from_scores(scores, *args, Workspace(per_thread=False), IN_ORDER)
     runner = PartThreads(2)
     try:
-        for _ in range(3):
+        for _ in range(6):  # two parts that clobber one buffer do not always collide
             out = labels_from_scores(scores, *args, Workspace(per_thread=False), runner)
             assert torch.equal(out.labels, first.labels)
             assert torch.equal(out.confidence, first.confidence)
