@@ -224,6 +224,21 @@ def test_a_class_covering_exactly_the_area_share_is_removed():
     assert torch.bincount(kept.labels.flatten(), minlength=3).tolist() == [8, 5, 3]
 
 
+def test_with_one_foreground_class_an_area_share_of_one_removes_it():
+    """Two classes: the foreground is all of the foreground area, which an ``area_threshold`` of
+    1 does not exceed, so the reference's rule removes it and every pixel is background."""
+    scores = torch.zeros(2, 4, 4)
+    scores[1, :, 2:] += 1.0  # right half: class 1
+    p = ProtocolConfig(logit_scale=50, area_threshold=1.0)
+    out = labels_from_scores(scores, 4, 4, torch.arange(2), 2, p)
+    ref_labels, ref_conf = _reference(scores, 4, 4, torch.arange(2), 2, p)
+    assert out.labels.unique().tolist() == [0]
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
+    below = labels_from_scores(scores, 4, 4, torch.arange(2), 2, p.replace(area_threshold=0.99))
+    assert below.labels.unique().tolist() == [0, 1]
+
+
 def test_a_pixel_exactly_at_the_probability_threshold_keeps_its_class():
     """Two classes tie at every pixel of the left half (the background's term underflows): their
     probability is 1 / 2 exactly. With the threshold at 0.5 the reference's strict ``<`` keeps
