@@ -224,6 +224,22 @@ def test_a_class_covering_exactly_the_area_share_is_removed():
     assert torch.bincount(kept.labels.flatten(), minlength=3).tolist() == [8, 5, 3]
 
 
+def test_area_rule_removes_a_class_that_fills_whole_tiles():
+    """One-row tiles: the bottom rows are all of the small class, so their tiles hold no other
+    class, and they are recomputed too."""
+    scores = torch.zeros(4, 13, 17)
+    scores[1] += 0.2  # class 1 everywhere...
+    scores[3, 12] += 0.5  # ...but the last source row: class 3, the last 4 of 50 output rows
+    protocol = ProtocolConfig(logit_scale=50, area_threshold=0.1)
+    plain = labels_from_scores(scores, 50, 61, torch.arange(4), 4, ProtocolConfig(logit_scale=50))
+    assert bool((plain.labels[-4:] == 3).all())  # whole rows, whole tiles of class 3
+    out = labels_from_scores(scores, 50, 61, torch.arange(4), 4, protocol, tile_elements=4 * 61)
+    ref_labels, ref_conf = _reference(scores, 50, 61, torch.arange(4), 4, protocol)
+    assert out.labels.unique().tolist() == [1]
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
+
+
 def test_with_one_foreground_class_an_area_share_of_one_removes_it():
     """Two classes: the foreground is all of the foreground area, which an ``area_threshold`` of
     1 does not exceed, so the reference's rule removes it and every pixel is background."""
