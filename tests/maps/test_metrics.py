@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,8 +146,37 @@ def test_out_of_range_values_are_errors_naming_file_and_value():
 
 
 def test_empty_matrix_scores_are_nan():
-    m = ConfusionMatrix(2).metrics()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing scored is no reason to warn
+        m = ConfusionMatrix(2).metrics()
     assert math.isnan(m["mIoU"]) and math.isnan(m["aAcc"])
+
+
+def test_one_scored_pixel_is_enough_for_every_score():
+    """A single pixel of ground truth (class 1, predicted right) among ignored ones."""
+    matrix = ConfusionMatrix(3, ("sky", "tree", "road"))
+    matrix.update(np.array([[1, 0]]), np.array([[1, 255]]))
+    scores = matrix.metrics()
+    assert [row["name"] for row in scores["per_class"]] == ["sky", "tree", "road"]
+    assert scores["per_class"][1] == {
+        "name": "tree",
+        "iou": 100.0,
+        "acc": 100.0,
+        "gt_pixels": 1,
+        "pred_pixels": 1,
+    }
+    assert scores["aAcc"] == 100.0 and scores["mAcc"] == 100.0 and scores["mIoU"] == 100.0
+
+
+def test_classes_absent_from_both_sides_are_nan_without_a_warning():
+    """0 / 0 for a class nobody saw is an expected NaN, not a RuntimeWarning in the user's log."""
+    matrix = ConfusionMatrix(3)
+    matrix.update(np.array([[0, 1]]), np.array([[0, 1]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = matrix.metrics()
+    assert math.isnan(scores["per_class"][2]["iou"]) and math.isnan(scores["per_class"][2]["acc"])
+    assert scores["mIoU"] == 100.0
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -240,3 +272,176 @@ def test_another_ignore_index_is_the_one_checked_and_skipped():
         "ground truth of y.png: ground-truth value(s) 255 outside the class range 0..2 "
         "(ignore index 200)"
     )
+
+
+def test_update_without_a_name_calls_the_maps_prediction_and_lists_every_problem():
+    matrix = ConfusionMatrix(3)
+    with pytest.raises(EvaluationError) as err:
+        matrix.update(np.array([[0, 7]]), np.array([[9, 1]]))
+    assert str(err.value) == (
+        "prediction: prediction value(s) 7 outside the class range 0..2; "
+        "ground truth of prediction: ground-truth value(s) 9 outside the class range 0..2 "
+        "(ignore index 255)"
+    )
+
+
+def test_merging_directly_names_the_confusion_matrix_and_each_differing_setting():
+    """Without a name the part is "confusion matrix"; a class list of at most three names is
+    shown whole; only the settings that differ are listed."""
+    config = {"dataset": "x", "model": "m", "protocol": "p"}
+    first = ConfusionMatrix(2, ("sky", "tree"), config=config)
+    three = ConfusionMatrix(3, ("sky", "tree", "road"), config=config)
+    expected = (
+        "confusion matrix has different classes (3: sky, tree, road) than the first (2: sky, tree)"
+    )
+    for call in (first.check_compatible, first.merge):
+        with pytest.raises(EvaluationError) as err:
+            call(three)
+        assert str(err.value) == expected
+    other = ConfusionMatrix(
+        2, ("sky", "tree"), config={"dataset": "y", "model": "n", "protocol": "p"}, shard=(1, 2)
+    )
+    for call in (first.check_compatible, first.merge):
+        with pytest.raises(EvaluationError) as err:
+            call(other)
+        assert str(err.value) == (
+            "confusion matrix was made with different settings (dataset, model) than the first"
+        )
+    assert first.num_images == 0 and first.shards == ((1, 1),)  # a refused merge changes nothing
+
+
+def test_a_shard_of_another_split_names_all_shards_merged_so_far():
+    halves = [("a", ConfusionMatrix(2, shard=(1, 2))), ("b", ConfusionMatrix(2, shard=(2, 2)))]
+    third = ConfusionMatrix(2, shard=(3, 3))
+    with pytest.raises(EvaluationError) as err:
+        merge_confusions([*halves, ("c.npz", third)])
+    assert str(err.value) == (
+        "c.npz is shard 3/3, which does not split the inputs like shard 1/2, 2/2: "
+        "their parts overlap"
+    )
+
+
+def write_matrix_file(path, matrix, **meta):
+    """An ``.npz`` as :meth:`ConfusionMatrix.save` writes it, with the given matrix and meta."""
+    fields = {
+        "format_version": 1,
+        "class_names": ["a", "b"],
+        "ignore_index": 255,
+        "num_images": 1,
+        "config": {},
+        "shards": [[1, 1]],
+    }
+    fields.update(meta)
+    np.savez(path, matrix=np.asarray(matrix), meta=np.array(json.dumps(fields)))
+
+
+def test_loading_refuses_missing_newer_and_misshapen_files_with_their_path(tmp_path):
+    missing = tmp_path / "missing.npz"
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix.load(missing)
+    assert str(err.value) == f"{missing}: no such file"
+    newer = tmp_path / "newer.npz"
+    write_matrix_file(newer, np.zeros((2, 2), np.int64), format_version=2)
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix.load(newer)
+    assert str(err.value) == f"{newer}: unsupported confusion-matrix format 2"
+    misshapen = tmp_path / "misshapen.npz"
+    write_matrix_file(misshapen, np.zeros((3, 3), np.int64))
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix.load(misshapen)
+    assert str(err.value) == f"{misshapen}: matrix shape (3, 3) does not match 2 classes"
+
+
+def test_a_file_without_per_image_rows_loads_with_no_rows(tmp_path):
+    """Files written before per-image scores were kept have no ``per_image``."""
+    path = tmp_path / "older.npz"
+    write_matrix_file(path, [[3, 1], [0, 2]])
+    back = ConfusionMatrix.load(path)
+    assert back.per_image == []
+    assert back.matrix.tolist() == [[3, 1], [0, 2]] and back.num_images == 1
+
+
+def test_a_matrix_stored_in_a_narrow_integer_type_counts_on_past_its_range(tmp_path):
+    path = tmp_path / "narrow.npz"
+    write_matrix_file(path, np.array([[250, 0], [0, 0]], dtype=np.uint8))
+    back = ConfusionMatrix.load(path)
+    back.update(np.zeros((2, 5), int), np.zeros((2, 5), int))
+    assert back.matrix.tolist() == [[260, 0], [0, 0]]
+
+
+def test_a_loaded_matrix_keeps_its_ignore_index(tmp_path):
+    saved = ConfusionMatrix(3, ("a", "b", "c"), ignore_index=200)
+    saved.save(tmp_path / "m.npz")
+    back = ConfusionMatrix.load(tmp_path / "m.npz")
+    assert back.ignore_index == 200
+    back.update(np.array([[0, 1]]), np.array([[200, 1]]))  # 200 is not scored, and no error
+    assert back.matrix.sum() == 1
+
+
+def test_label_problems_name_the_maps_prediction_and_ground_truth_by_default():
+    problems = label_problems(np.array([[0, 7]]), np.array([[9, 1]]), 3)
+    assert problems == [
+        "prediction: prediction value(s) 7 outside the class range 0..2",
+        "ground truth: ground-truth value(s) 9 outside the class range 0..2 (ignore index 255)",
+    ]
+    one_bad_pixel = label_problems(np.array([[5]]), np.array([[0]]), 3)
+    assert one_bad_pixel == ["prediction: prediction value(s) 5 outside the class range 0..2"]
+
+
+def test_label_problems_of_a_map_that_is_not_2d_or_ground_truth_that_is_all_ignored():
+    assert label_problems(np.zeros((2, 2), int), np.zeros((2, 2, 3), int), 3) == [
+        "prediction: expected [H, W] label maps, got (2, 2) and (2, 2, 3)"
+    ]
+    assert label_problems(
+        np.zeros((2, 2, 3), int), np.zeros((2, 2), int), 3, pred_name="p.png"
+    ) == ["p.png: expected [H, W] label maps, got (2, 2, 3) and (2, 2)"]
+    all_ignored = np.full((2, 3), 255)
+    assert label_problems(np.zeros((2, 3), int), all_ignored, 3) == []
+
+
+def test_bad_values_are_listed_up_to_five_and_the_class_count_itself_is_out_of_range():
+    zeros = np.zeros((1, 6), int)
+    assert label_problems(np.array([[0, 3, 1, 2, 0, 0]]), zeros, 3) == [
+        "prediction: prediction value(s) 3 outside the class range 0..2"
+    ]
+    five = np.array([[3, 4, 5, 6, 7, 0]])
+    assert label_problems(five, zeros, 3) == [
+        "prediction: prediction value(s) 3, 4, 5, 6, 7 outside the class range 0..2"
+    ]
+    six = np.array([[3, 4, 5, 6, 7, 8]])
+    assert label_problems(six, zeros, 3) == [
+        "prediction: prediction value(s) 3, 4, 5, 6, 7, ... outside the class range 0..2"
+    ]
+
+
+def test_one_class_is_enough_and_none_is_refused():
+    single = ConfusionMatrix(1, ["thing"])
+    single.update(np.zeros((2, 2), int), np.array([[0, 0], [255, 0]]))
+    assert single.matrix.tolist() == [[3]] and single.metrics()["mIoU"] == 100.0
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix(0)
+    assert str(err.value) == "number of classes must be at least 1, got 0"
+
+
+def test_class_names_and_ignore_index_are_checked_with_their_messages():
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix(3, ["a", "b"])
+    assert str(err.value) == "2 class names given for 3 classes"
+    with pytest.raises(EvaluationError) as err:
+        ConfusionMatrix(3, ignore_index=0)
+    assert str(err.value) == "ignore index 0 is a class index (0..2)"
+    just_past = ConfusionMatrix(3, ignore_index=3)  # one past the last class is not a class
+    just_past.update(np.array([[0, 2]]), np.array([[3, 2]]))
+    assert just_past.matrix.sum() == 1
+
+
+def test_the_saved_file_holds_integer_counts_and_a_json_config(tmp_path):
+    """Settings that are not JSON types (a path) are kept as text, as they read back."""
+    matrix = ConfusionMatrix(2, config={"data": Path("/data/voc"), "scale": 40})
+    matrix.update(np.array([[0, 1]]), np.array([[0, 0]]))
+    assert matrix.config == {"data": "/data/voc", "scale": 40}
+    matrix.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        assert data["matrix"].dtype == np.int64
+        assert data["matrix"].tolist() == [[1, 1], [0, 0]]
+    assert ConfusionMatrix.load(tmp_path / "m.npz").config == matrix.config

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 
 import numpy as np
 
@@ -19,8 +21,21 @@ def test_image_scores_are_the_dataset_definitions_on_one_image() -> None:
     assert math.isclose(scores["classes"][0]["iou"], iou0)
     assert math.isclose(scores["mIoU"], (iou0 + iou1) / 2)
     assert math.isclose(scores["aAcc"], 9 / 12 * 100)
-    empty = image_scores(np.zeros((3, 3), dtype=np.int64))  # every pixel ignored
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an image with every pixel ignored is no reason to warn
+        empty = image_scores(np.zeros((3, 3), dtype=np.int64))
     assert math.isnan(empty["mIoU"]) and math.isnan(empty["aAcc"]) and empty["classes"] == []
+
+
+def test_an_image_with_one_scored_pixel_has_scores() -> None:
+    one = image_scores(np.array([[0, 0], [0, 1]]))  # one pixel of class 1, predicted right
+    assert one == {"mIoU": 100.0, "aAcc": 100.0, "classes": [{"index": 1, "iou": 100.0}]}
+    wrong = image_scores(np.array([[0, 1], [0, 0]]))  # class 0 predicted as class 1
+    assert wrong == {
+        "mIoU": 0.0,
+        "aAcc": 0.0,
+        "classes": [{"index": 0, "iou": 0.0}, {"index": 1, "iou": 0.0}],
+    }
 
 
 def test_each_keyed_image_gets_the_scores_of_its_own_matrix() -> None:
@@ -57,3 +72,19 @@ def test_rows_survive_save_load_and_merge(tmp_path) -> None:
     assert math.isnan(parts[0].per_image[1]["mIoU"])  # saved as null, read back as NaN
     merged = merge_confusions([("1", parts[0]), ("2", parts[1])])
     assert [row["key"] for row in merged.per_image] == ["s1", "ignored1", "s2", "ignored2"]
+
+
+def test_the_saved_rows_are_strict_json(tmp_path) -> None:
+    """An image with nothing scored has NaN scores: written as null, as strict JSON readers
+    (other languages, ``jq``) refuse NaN."""
+    cm = ConfusionMatrix(2)
+    cm.add_unchecked(np.array([[0, 1]]), np.array([[255, 255]]), key="blank")
+    cm.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        meta = str(data["meta"])
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the saved rows")
+
+    rows = json.loads(meta, parse_constant=refuse)["per_image"]
+    assert rows == [{"key": "blank", "mIoU": None, "aAcc": None, "classes": []}]
