@@ -177,8 +177,8 @@ def test_usage_errors_exit_2(folders, capsys):
     assert rc == 2 and "--num-classes" in err
     rc, _, err = run(["eval", "stray.npz", "--pred", "x", "--gt", "y"], capsys)
     assert rc == 2 and "--merge" in err
-    rc, _, err = run(["eval", "--merge", "a.npz", "--pred", "x"], capsys)
-    assert rc == 2 and "drop --pred" in err
+    rc, _, err = run(["eval", "--merge", "a.npz", "--pred", "x", "--gt", "y"], capsys)
+    assert rc == 2 and "--merge combines saved matrices; drop --pred, --gt\n" in err
     rc, _, err = run(["eval", "--dataset", "voc21", "--data-root", str(folders / "nope")], capsys)
     assert rc == 2 and "no such folder" in err
 
