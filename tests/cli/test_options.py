@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import inspect
 import typing
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
 import typer
 
+from scclip_cli.cli.cache_options import cache_options_from_cli
 from scclip_cli.cli.options import (
     SharedOptions,
     _shared_parameters,
+    engine_from_options,
+    method_from_options,
     parse_dilations,
     protocol_overrides,
     shared_options,
 )
-from scclip_cli.errors import ConfigError
+from scclip_cli.config import MethodConfig
+from scclip_cli.errors import ConfigError, UsageError
 
 
 def test_dilations_from_text_or_numbers():
@@ -78,3 +83,88 @@ def test_shared_options_stand_where_shared_stood_with_their_option_names():
         2,
     )
     assert shared.quiet is True and shared.caching.text is False
+
+
+def test_cluster_options_need_the_cluster_backend_and_reach_it():
+    from scclip_cli.runs.ray_engine import RayOptions
+
+    assert engine_from_options("local") == "local"
+    with pytest.raises(UsageError) as err:
+        engine_from_options("spark")
+    assert str(err.value) == "--engine must be one of local, ray, got 'spark'"
+    given = {"address": "auto", "workers": 2, "gpus_per_worker": 0.5, "cpus_per_worker": 2.0}
+    names = ["--ray-address", "--workers", "--gpus-per-worker", "--cpus-per-worker"]
+    for (key, value), name in zip(given.items(), names, strict=True):
+        with pytest.raises(UsageError) as err:
+            engine_from_options("local", **{key: value})
+        assert str(err.value) == f"{name} need --engine ray"
+    with pytest.raises(UsageError) as err:
+        engine_from_options("local", **given)
+    assert str(err.value) == f"{', '.join(names)} need --engine ray"
+    assert engine_from_options("ray", **given) == RayOptions(**given)
+    assert engine_from_options("ray") == RayOptions(cpus_per_worker=1.0)
+
+
+def test_cache_options_reach_the_run_and_need_this_process():
+    from scclip_cli.runs.caching import CacheOptions
+
+    def options(engine_is_local: bool = True, **given: Any) -> CacheOptions:
+        values = {"cache_dir": None, "no_cache": False, "feature_cache": None}
+        return cache_options_from_cli(
+            **(values | {"feature_cache_size": None} | given), engine_is_local=engine_is_local
+        )
+
+    assert options() == CacheOptions()
+    got = options(
+        cache_dir=Path("c"), no_cache=True, feature_cache=Path("f"), feature_cache_size="1GB"
+    )
+    assert got == CacheOptions(
+        text=False, folder=Path("c"), features=Path("f"), features_size="1GB"
+    )
+    assert options(False) == CacheOptions()  # nothing given: the cluster runs uncached
+    features = "--feature-cache works with the local engine only (drop --engine ray)"
+    text = "--cache-dir and --no-cache work with the local engine only"
+    for given, message in (
+        ({"feature_cache": Path("f")}, features),
+        ({"feature_cache": Path("f"), "feature_cache_size": "1GB"}, features),
+        ({"feature_cache_size": "1GB"}, features),
+        ({"cache_dir": Path("c")}, text),
+        ({"no_cache": True}, text),
+    ):
+        with pytest.raises(UsageError) as err:
+            options(False, **given)
+        assert str(err.value) == message, given
+
+
+def test_method_switches_become_the_method_config():
+    assert method_from_options("sc-clip") == MethodConfig()
+    assert method_from_options("clearclip") == MethodConfig(name="clearclip")
+    ablated = method_from_options(
+        "sc-clip",
+        no_anomaly_repair=True,
+        no_attention_enhancement=True,
+        no_feature_aggregation=True,
+        no_multi_level_fusion=True,
+    )
+    assert ablated == MethodConfig(
+        repair_anomalies=False,
+        attention_enhancement=False,
+        feature_aggregation=False,
+        multi_level_fusion=False,
+    )
+    extended = method_from_options(
+        "sc-clip",
+        adaptive_anomaly_ratio=True,
+        boundary_aware_repair=True,
+        anomaly_detector="token-norm",
+        pamr_steps=3,
+        pamr_dilations="2,4",
+    )
+    assert extended == MethodConfig(
+        adaptive_anomaly_ratio=True,
+        boundary_aware_repair=True,
+        anomaly_detector="token-norm",
+        pamr_steps=3,
+        pamr_dilations=(2, 4),
+    )
+    assert method_from_options("sc-clip", pamr_dilations=[5]).pamr_dilations == (5,)
