@@ -168,3 +168,63 @@ def test_method_switches_become_the_method_config():
         pamr_dilations=(2, 4),
     )
     assert method_from_options("sc-clip", pamr_dilations=[5]).pamr_dilations == (5,)
+
+
+def shared_of(*args: str) -> SharedOptions:
+    """The :class:`SharedOptions` a command gets from ``args`` on its command line."""
+    app = typer.Typer()
+    app.command()(shared_options(toy_command))
+    RECEIVED.clear()
+    assert app(["x", *args], standalone_mode=False) == 7
+    return RECEIVED["shared"]
+
+
+def test_every_shared_option_reaches_its_place(tmp_path: Path):
+    from scclip_cli.predict.model_options import ModelOptions
+    from scclip_cli.runs.caching import CacheOptions
+    from scclip_cli.runs.ray_engine import RayOptions
+
+    model = ["--model", "m", "--pretrained", "p", "--device", "cuda:1", "--precision", "bfloat16"]
+    method = ["--method", "sc-clip", "--no-anomaly-repair", "--no-attention-enhancement"]
+    method += ["--no-feature-aggregation", "--no-multi-level-fusion", "--adaptive-anomaly-ratio"]
+    method += ["--boundary-aware-repair", "--anomaly-detector", "token-norm", "--pamr-steps", "2"]
+    method += ["--pamr-dilations", "3,5"]
+    protocol = ["--preset", "voc20", "--short-side", "40", "--crop", "32", "--stride", "16"]
+    protocol += ["--logit-scale", "33", "--prob-threshold", "0.4", "--area-threshold", "0.2"]
+    run = ["--batch-size", "3", "--shard", "2/3", "--quiet", "--cache-dir", str(tmp_path / "c")]
+    run += ["--no-cache", "--feature-cache", str(tmp_path / "f"), "--feature-cache-size", "1GB"]
+    shared = shared_of(*model, *method, *protocol, *run)
+    method_config = MethodConfig(
+        repair_anomalies=False,
+        attention_enhancement=False,
+        feature_aggregation=False,
+        multi_level_fusion=False,
+        adaptive_anomaly_ratio=True,
+        boundary_aware_repair=True,
+        anomaly_detector="token-norm",
+        pamr_steps=2,
+        pamr_dilations=(3, 5),
+    )
+    assert shared == SharedOptions(
+        model=ModelOptions("m", "p", "cuda:1", "bfloat16", method_config, 3),
+        preset="voc20",
+        protocol_overrides={
+            "short_side": 40,
+            "crop": 32,
+            "stride": 16,
+            "logit_scale": 33.0,
+            "prob_threshold": 0.4,
+            "area_threshold": 0.2,
+        },
+        engine="local",
+        shard="2/3",
+        quiet=True,
+        caching=CacheOptions(
+            text=False, folder=tmp_path / "c", features=tmp_path / "f", features_size="1GB"
+        ),
+    )
+    ray = ["--engine", "ray", "--ray-address", "auto", "--workers", "2"]
+    ray += ["--gpus-per-worker", "0.5", "--cpus-per-worker", "2"]
+    shared = shared_of(*ray)
+    assert shared.engine == RayOptions("auto", 2, 0.5, 2.0)
+    assert (shared.caching, shared.model.method_config) == (CacheOptions(), MethodConfig())
