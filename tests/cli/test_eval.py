@@ -54,23 +54,13 @@ def run(args, capsys):
 def test_pred_mode_prints_table_and_writes_json_and_chart(folders, capsys):
     report = folders / "out/report.json"
     chart = folders / "out/chart.png"
-    rc, out, err = run(
-        [
-            "eval",
-            "--pred",
-            str(folders / "pred"),
-            "--gt",
-            str(folders / "gt"),
-            "--vocab",
-            str(folders / "vocab.txt"),
-            "--json",
-            str(report),
-            "--chart",
-            str(chart),
-        ],
-        capsys,
-    )
+    matrix = folders / "out/cm.npz"
+    args = ["eval", "--pred", str(folders / "pred"), "--gt", str(folders / "gt")]
+    args += ["--vocab", str(folders / "vocab.txt"), "--json", str(report), "--chart", str(chart)]
+    rc, out, err = run([*args, "--save-confusion", str(matrix)], capsys)
     assert rc == 0, err
+    assert err.endswith(f"wrote {matrix}, {report}, {chart}\n"), err
+    assert matrix.is_file()
     iou, acc, aacc = expected_scores()
     for name in ("background", "cat", "dog", "bird", "mIoU", "mAcc", "aAcc"):
         assert name in out
@@ -91,6 +81,11 @@ def test_pred_mode_prints_table_and_writes_json_and_chart(folders, capsys):
 
     with Image.open(chart) as img:
         assert img.format == "PNG" and img.width > 300 and img.height > 4 * 10
+
+    report.unlink()
+    rc, quiet_out, err = run([*args, "-q"], capsys)
+    assert (rc, err, quiet_out) == (0, "", out)  # --quiet: the table alone
+    assert json.loads(report.read_text()) == data
 
 
 def test_num_classes_and_reduce_zero_label(folders, capsys):
@@ -177,8 +172,8 @@ def test_usage_errors_exit_2(folders, capsys):
     assert rc == 2 and "--num-classes" in err
     rc, _, err = run(["eval", "stray.npz", "--pred", "x", "--gt", "y"], capsys)
     assert rc == 2 and "--merge" in err
-    rc, _, err = run(["eval", "--merge", "a.npz", "--pred", "x"], capsys)
-    assert rc == 2 and "drop --pred" in err
+    rc, _, err = run(["eval", "--merge", "a.npz", "--pred", "x", "--gt", "y"], capsys)
+    assert rc == 2 and "--merge combines saved matrices; drop --pred, --gt\n" in err
     rc, _, err = run(["eval", "--dataset", "voc21", "--data-root", str(folders / "nope")], capsys)
     assert rc == 2 and "no such folder" in err
 
@@ -250,3 +245,23 @@ def test_cli_default_ignore_index_is_the_library_default():
     from scclip_cli.maps.metrics import IGNORE_INDEX
 
     assert DEFAULT_IGNORE_INDEX == IGNORE_INDEX
+
+
+def test_a_sweep_prints_one_row_per_setting_after_the_table(folders, capsys):
+    """The images a.jpg and b.jpg (as big as their labels) segmented by the tiny model with two
+    probability thresholds: the sweep's table (best row marked) follows the best run's table."""
+    from scclip_cli.runs.sweep import format_sweep
+
+    for key, shape in (("a", (2, 4)), ("b", (2, 3))):
+        (folders / "images").mkdir(exist_ok=True)
+        Image.new("RGB", shape[::-1], (40, 120, 200)).save(folders / "images" / f"{key}.jpg")
+    tiny = ["--model", "scclip-tiny", "--pretrained", "random:7", "--device", "cpu"]
+    tiny += ["--short-side", "32", "--crop", "32", "--stride", "16"]
+    args = ["eval", "--images", str(folders / "images"), "--gt", str(folders / "gt"), *tiny]
+    args += ["--vocab", str(folders / "vocab.txt"), "--json", str(folders / "sweep.json")]
+    rc, out, err = run([*args, "--sweep", "prob-threshold=0,0.99", "-q"], capsys)
+    assert rc == 0, err
+    rows = json.loads((folders / "sweep.json").read_text())["config"]["sweep"]
+    assert [row["settings"] for row in rows] == [{"prob-threshold": 0}, {"prob-threshold": 0.99}]
+    table = format_sweep(rows)
+    assert out.endswith(f"\n{table}\n") and "*best" in table, out

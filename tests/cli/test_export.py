@@ -46,11 +46,17 @@ def test_cli_reports_what_it_wrote(tmp_path, capsys):
     masks = small_output(tmp_path)
     rc, _, err = run(["export", masks, "--to", "coco", "--out", tmp_path / "c.json"], capsys)
     assert rc == 0
-    assert "exported 1 images (2 annotations) as coco" in err
+    assert err == f"scclip: exported 1 images (2 annotations) as coco to {tmp_path / 'c.json'}\n"
     assert [c["name"] for c in json.loads((tmp_path / "c.json").read_text())["categories"]] == [
         "background",
         "chat été",
     ]
+    tasks = tmp_path / "ls.json"
+    rc, _, err = run(["export", masks, "--to", "labelstudio", "--out", tasks], capsys)
+    assert rc == 0
+    config = tmp_path / "ls.config.xml"
+    assert err.endswith(f"as labelstudio to {tasks}, {config}\n"), err
+    assert config.is_file()
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):

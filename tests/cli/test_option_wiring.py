@@ -3,8 +3,9 @@
 :data:`WIRING` is the one table: each row is an option, what to give it, and the field of the run's
 record that must then hold the given value (``summary.json``, the eval JSON, the vocabulary cache,
 the files written, stdout or stderr; see :func:`record`). Rows of one ``(command, group)`` share one
-invocation, so each group runs the tiny model once. Values differ from the defaults, and from each
-other, so an option wired to the wrong parameter (or dropped) shows.
+invocation, so each group runs the tiny model once, and one test checks all of them on it. Values
+differ from the defaults, and from each other, so an option wired to the wrong parameter (or
+dropped) shows.
 
 ``test_every_option_has_a_row`` fails when a command gains an option the table lacks (and when a row
 names an option that is gone). To cover a new option: add one ``Wire`` row; to cover a new command:
@@ -172,7 +173,7 @@ WIRING: tuple[Wire, ...] = (
     W("export", "MASKS_DIR", "{tmp}/seg", "export.images.1.file_name", "a.jpg"),
     W("export", "--to", "--to coco", "export.info.description", "scclip export"),
     W("export", "--out", "--out {tmp}/export.json", "files", Has("export.json")),
-    W("export", "--images", "--images {tmp}/images", "export.images.0.file_name", "b.jpg"),
+    W("export", "--images", "--images {tmp}/photos", "export.images.0.file_name", "b.png"),
     W("export", "--order", "--order confidence", "export.images.0.mean_confidence", 0.5),
     W("export", "--instances", "--instances", "export.annotations.2.category_id", 2),
     W("export", "--skip-background", "--skip-background", "export.categories.0.name", "cat"),
@@ -276,6 +277,10 @@ def prepare_group(command: str, group: str, tmp: Path) -> None:
     """What must exist before the group's run (beyond :func:`write_inputs`)."""
     if command in ("export", "report"):
         write_segment_folder(tmp)
+    if (command, group) == ("export", "main"):  # b's photo a PNG: only --images names b.png
+        (tmp / "photos").mkdir()
+        (tmp / "photos" / "a.jpg").write_bytes((tmp / "images" / "a.jpg").read_bytes())
+        Image.open(tmp / "images" / "b.jpg").save(tmp / "photos" / "b.png")
     if (command, group) == ("export", "overwrite"):
         (tmp / "export.json").write_text("{}", encoding="utf-8")
     if (command, group) == ("segment", "rerun"):  # a finished run, redone with --overwrite
@@ -479,29 +484,45 @@ def test_every_option_has_a_row(capsys: pytest.CaptureFixture[str]) -> None:
     assert len({(w.command, w.option) for w in WIRING}) == len(WIRING), "one row per option"
 
 
-def needs_ray(row: Wire) -> list[Any]:
-    return [pytest.mark.slow] if row.group == "ray" else []
+def groups() -> list[tuple[str, str]]:
+    """The ``(command, group)`` pairs of :data:`WIRING`, in the order of their first row."""
+    return list(dict.fromkeys((w.command, w.group) for w in WIRING))
 
 
-@pytest.mark.parametrize(
-    "row",
-    [pytest.param(w, id=f"{w.command} {w.option}", marks=needs_ray(w)) for w in WIRING],
-)
-def test_the_option_reaches_the_library(row: Wire, runs: Callable[..., Any]) -> None:
-    if row.group == "ray":
-        pytest.importorskip("ray")
-    tmp, data = runs(row.command, row.group)
+def mismatch(row: Wire, tmp: Path, data: dict, runs: Callable[..., Any]) -> str | None:
+    """Why ``row`` does not hold in its group's run ``data``, or ``None`` when it does."""
     expected = expand(row.expected, tmp)
-    if row.group != "bad-device":
-        assert data["exit"] == 0, data["stderr"]
-    else:
-        assert data["exit"] == 2, data["stderr"]
-    got = lookup(data, row.field)
+    try:
+        got = lookup(data, row.field)
+    except (AssertionError, IndexError, TypeError) as err:
+        return f"{row.command} {row.option}: {row.field}: {err}"
     if isinstance(expected, Has):
-        assert expected.item in got, f"{row.field}: {expected.item!r} not in {got!r}"
+        if expected.item not in got:
+            return f"{row.command} {row.option}: {row.field}: {expected.item!r} not in {got!r}"
     elif isinstance(expected, Unlike):
         _, other = runs(row.command, expected.group)
         assert other["exit"] == 0, other["stderr"]
-        assert got != lookup(other, row.field), f"{row.field} is the same without {row.option}"
-    else:
-        assert got == expected, f"{row.field}: {got!r} != {expected!r}"
+        if got == lookup(other, row.field):
+            return f"{row.command} {row.option}: {row.field} is the same without {row.option}"
+    elif got != expected:
+        return f"{row.command} {row.option}: {row.field}: {got!r} != {expected!r}"
+    return None
+
+
+@pytest.mark.parametrize(
+    ("command", "group"),
+    [
+        pytest.param(c, g, id=f"{c} {g}", marks=[pytest.mark.slow] if g == "ray" else [])
+        for c, g in groups()
+    ],
+)
+def test_the_options_reach_the_library(command: str, group: str, runs: Callable[..., Any]) -> None:
+    """One CLI run per group, and every row of the group checked on it: a test that runs a
+    command checks all that the run shows (mutation testing charges the run to that test)."""
+    if group == "ray":
+        pytest.importorskip("ray")
+    tmp, data = runs(command, group)
+    assert data["exit"] == (2 if group == "bad-device" else 0), data["stderr"]
+    rows = [w for w in WIRING if (w.command, w.group) == (command, group)]
+    failures = [m for row in rows if (m := mismatch(row, tmp, data, runs)) is not None]
+    assert not failures, "\n".join(failures)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -117,3 +119,98 @@ def test_shards_sharing_a_folder_make_one_page(tmp_path: Path) -> None:
     ]
     assert [run["counts"]["done"] for run in data["runs"]] == [2, 1]
     assert ["run.shard", ["1/2", "2/2"]] in data["config"]["differs"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class _ClosedTerminal(io.StringIO):
+    """A stream whose ``isatty`` fails as a closed file's does (text still collected)."""
+
+    def isatty(self) -> bool:
+        raise ValueError("I/O operation on closed file")
+
+
+class _NoIsatty:
+    """A stream with ``write`` and ``flush`` only."""
+
+    def __init__(self) -> None:
+        self.text = io.StringIO()
+
+    def write(self, text: str) -> int:
+        return self.text.write(text)
+
+    def flush(self) -> None:
+        pass
+
+    def getvalue(self) -> str:
+        return self.text.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("stream", "quiet", "bar"),
+    [
+        (_Terminal, False, True),
+        (_Terminal, True, False),
+        (io.StringIO, False, False),
+        (io.StringIO, True, False),
+        (_ClosedTerminal, False, False),
+        (_NoIsatty, False, False),
+    ],
+    ids=["terminal", "terminal-quiet", "pipe", "pipe-quiet", "isatty-fails", "no-isatty"],
+)
+def test_progress_bar_only_on_a_terminal_and_never_with_quiet(
+    stream: type, quiet: bool, bar: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = write_fake_run(tmp_path, 3)
+    err = stream()
+    monkeypatch.setattr(sys, "stderr", err)
+    assert main(["report", str(run.out), *(["--quiet"] if quiet else [])]) == 0
+    monkeypatch.undo()
+    text = err.getvalue()
+    line = f"scclip: wrote {run.out / 'report.html'} (3 images; thumbnails: 3 drawn, 0 reused)\n"
+    if quiet:
+        assert text == ""
+    elif bar:
+        assert "thumbnails: 100%" in text and text.endswith(line), text
+    else:
+        assert text == line
+
+
+def test_one_thumbnail_thread_draws_one_thumbnail_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--workers 1`` on a machine where the default would be 8 threads: never two thumbnails
+    drawn at once (the first draw waits a moment for a second one to start)."""
+    import threading
+
+    from scclip_cli.runs import report
+
+    run = write_fake_run(tmp_path, 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    draw = report.write_overlay_thumbnail
+    lock, second_started = threading.Lock(), threading.Event()
+    active, peak, calls = [0], [0], [0]
+
+    def spy(*args: object, **kwargs: object) -> object:
+        with lock:
+            active[0] += 1
+            calls[0] += 1
+            peak[0] = max(peak[0], active[0])
+            first = calls[0] == 1
+            if active[0] > 1:
+                second_started.set()
+        if first:
+            second_started.wait(timeout=1.5)
+        try:
+            return draw(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(report, "write_overlay_thumbnail", spy)
+    assert main(["report", str(run.out), "--workers", "1", "-q"]) == 0
+    assert peak[0] == 1
+    assert len(list((run.out / "report_files").rglob("*.jpg"))) == 3

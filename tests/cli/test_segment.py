@@ -237,6 +237,43 @@ def test_stdin_jsonl_and_exit_status(
     assert summary["config"]["calibration"]["similarity_layer"] == 8
 
 
+class _GonePipe(io.StringIO):
+    """stdout piped into a reader that has gone away (``scclip segment --jsonl | head -0``): every
+    write and flush fails; its file descriptor is ``fd``."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def test_jsonl_reader_gone_the_run_finishes_and_stdout_is_silenced(
+    tmp_path: Path, vocab: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_photos(tmp_path / "imgs", 1)
+    listing = tmp_path / "stdout.txt"
+    fd = os.open(listing, os.O_WRONLY | os.O_CREAT)
+    try:
+        monkeypatch.setattr(sys, "stdout", _GonePipe(fd))
+        args = ["--vocab", vocab, "--out", tmp_path / "out", *TINY, *FAST, "-q", "--jsonl"]
+        rc = segment_cli(tmp_path / "imgs", *args)
+        monkeypatch.undo()
+        assert rc == 0
+        assert read_json(tmp_path / "out" / "summary.json")["counts"]["done"] == 1
+        os.write(fd, b"written after the reader left\n")  # goes to /dev/null now
+    finally:
+        os.close(fd)
+    assert listing.read_bytes() == b""
+
+
 def test_shards_are_disjoint_and_cover_every_input(tmp_path: Path, vocab: Path) -> None:
     make_photos(tmp_path / "imgs", 5)
     outs = []

@@ -125,3 +125,43 @@ def test_cuda_without_cuda_exit_2(classes, tmp_path, capsys):
 def test_out_must_be_npz(classes, tmp_path, capsys):
     assert vocab_cli(classes, "--out", tmp_path / "x.txt", *TINY) == EXIT_USAGE
     assert "--out must be an .npz file" in capsys.readouterr().err
+
+
+def test_the_summary_names_the_weights_as_resolved(classes, tmp_path, capsys):
+    out = tmp_path / "classes.npz"
+    args = ["--model", "scclip-tiny", "--pretrained", "random", "--device", "cpu"]
+    assert vocab_cli(classes, "--out", out, *args) == 0
+    assert capsys.readouterr().err == (
+        f"scclip: wrote {out}: 3 classes, 4 queries, dim 64 (model scclip-tiny, weights random:7)\n"
+    )
+
+
+def test_the_library_warnings_and_note_come_before_the_summary(
+    classes, tmp_path, capsys, monkeypatch
+):
+    """A model name that open_clip runs another way (``ViT-B-16`` with OpenAI weights) comes back
+    with a note and the model actually used; the summary names that model."""
+    from types import SimpleNamespace
+
+    from scclip_cli.model import text_embeddings
+
+    note = "ViT-B-16 with 'openai' weights uses ViT-B-16-quickgelu (QuickGELU, as trained)"
+    identity = {"model": "ViT-B-16-quickgelu", "pretrained": "openai", "note": note}
+    made = SimpleNamespace(
+        warnings=["'bed' appears twice"], identity=identity, num_classes=3, num_queries=4, dim=512
+    )
+    monkeypatch.setattr(text_embeddings, "embed_vocabulary_file", lambda *a, **k: made)
+    out = tmp_path / "classes.npz"
+    assert vocab_cli(classes, "--out", out, "--model", "ViT-B-16", "--pretrained", "openai") == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "scclip: warning: 'bed' appears twice",
+        f"scclip: note: {note}",
+        f"scclip: wrote {out}: 3 classes, 4 queries, dim 512 "
+        "(model ViT-B-16-quickgelu, weights openai)",
+    ]
+    made.identity = {}  # an older cache: the names asked for
+    assert vocab_cli(classes, "--out", out, "--model", "ViT-B-16", "--pretrained", "openai") == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "scclip: warning: 'bed' appears twice",
+        f"scclip: wrote {out}: 3 classes, 4 queries, dim 512 (model ViT-B-16, weights openai)",
+    ]
