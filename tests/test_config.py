@@ -18,10 +18,13 @@ from scclip_cli.config import (
     BACKBONE_L14,
     CALIBRATION_PRESETS,
     PROTOCOL_PRESETS,
+    CalibrationConfig,
     ConfigError,
+    MethodConfig,
     ProtocolConfig,
     applied_preset,
     calibration_for_depth,
+    check_calibration_depth,
     preset_backbone,
     resolve_protocol,
 )
@@ -222,4 +225,99 @@ def test_an_unknown_preset_lists_the_known_ones():
     assert str(err.value) == (
         "unknown preset 'voc22'; choose one of: voc21, voc20, context60, context59, coco-object, "
         "coco-stuff, cityscapes, ade20k"
+    )
+
+
+# ------------------------------------------------------------------------ calibration validation
+
+
+def test_calibration_defaults_are_the_12_block_preset():
+    assert CalibrationConfig() == calibration_for_depth(12)
+    assert CalibrationConfig().fusion_layers == range(3, 10)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"post_similarity_layer": -1}, "post_similarity_layer -1 outside 0..10"),
+        ({"post_similarity_layer": 11}, "post_similarity_layer 11 outside 0..10"),
+        ({"similarity_layer": -1}, "similarity_layer -1 outside 0..10"),
+        ({"similarity_layer": 11}, "similarity_layer 11 outside 0..10"),
+        ({"fusion_start": -1}, "fusion layers -1..10 must satisfy 0 <= start < stop <= 11"),
+        (
+            {"fusion_start": 5, "fusion_stop": 5},
+            "fusion layers 5..5 must satisfy 0 <= start < stop <= 11",
+        ),
+        (
+            {"fusion_start": 6, "fusion_stop": 5},
+            "fusion layers 6..5 must satisfy 0 <= start < stop <= 11",
+        ),
+        ({"fusion_stop": 12}, "fusion layers 3..12 must satisfy 0 <= start < stop <= 11"),
+        ({"anomaly_ratio": 0.0}, "anomaly_ratio must be in (0, 1), got 0.0"),
+        ({"anomaly_ratio": 1.0}, "anomaly_ratio must be in (0, 1), got 1.0"),
+        ({"anomaly_ratio": 1.5}, "anomaly_ratio must be in (0, 1), got 1.5"),
+        ({"lof_neighbours": 0}, "lof_neighbours must be >= 1, got 0"),
+    ],
+)
+def test_calibration_values_out_of_range_are_refused(changes, message):
+    with pytest.raises(ConfigError) as err:
+        CalibrationConfig(**changes)
+    assert str(err.value) == message
+
+
+def test_calibration_bounds_are_inclusive():
+    # a 12-block ViT has block outputs 0..11; the last one is never a middle layer
+    low = CalibrationConfig(
+        similarity_layer=0,
+        post_similarity_layer=0,
+        fusion_start=0,
+        fusion_stop=1,
+        anomaly_ratio=0.001,
+        lof_neighbours=1,
+    )
+    assert (low.similarity_layer, low.post_similarity_layer, low.lof_neighbours) == (0, 0, 1)
+    assert low.fusion_layers == range(0, 1)
+    high = CalibrationConfig(
+        similarity_layer=10,
+        post_similarity_layer=10,
+        fusion_start=10,
+        fusion_stop=11,
+        anomaly_ratio=0.999,
+    )
+    assert (high.similarity_layer, high.post_similarity_layer) == (10, 10)
+    assert high.fusion_layers == range(10, 11)
+    # the same bounds follow the depth
+    deep = CalibrationConfig(
+        depth=24, similarity_layer=22, post_similarity_layer=22, fusion_stop=23
+    )
+    assert deep.fusion_layers == range(3, 23)
+    with pytest.raises(ConfigError) as err:
+        CalibrationConfig(depth=24, similarity_layer=23)
+    assert str(err.value) == "similarity_layer 23 outside 0..22"
+
+
+def test_calibration_replace_changes_only_the_given_fields_and_checks_them():
+    base = CalibrationConfig()
+    changed = base.replace(lof_neighbours=10, residual_class_weight=0.1)
+    assert changed == dataclasses.replace(base, lof_neighbours=10, residual_class_weight=0.1)
+    assert (changed.lof_neighbours, changed.residual_class_weight, changed.depth) == (10, 0.1, 12)
+    assert base.lof_neighbours == 30  # frozen: the original stays
+    with pytest.raises(ConfigError, match="lof_neighbours must be >= 1, got 0"):
+        base.replace(lof_neighbours=0)
+
+
+def test_a_calibration_for_another_depth_is_refused():
+    check_calibration_depth(CalibrationConfig(), 12)
+    check_calibration_depth(calibration_for_depth(24), 24)
+    with pytest.raises(ConfigError) as err:
+        check_calibration_depth(CalibrationConfig(), 24)
+    assert str(err.value) == "calibration preset is for 12 blocks but the model has 24"
+
+
+def test_a_depth_without_a_preset_says_how_to_use_the_model():
+    with pytest.raises(ConfigError) as err:
+        calibration_for_depth(6)
+    assert str(err.value) == (
+        "SC-CLIP has calibration presets for ViTs with 12, 24 blocks, not 6; "
+        "pass an explicit CalibrationConfig (Python API) to use this model"
     )
