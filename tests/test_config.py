@@ -198,17 +198,19 @@ def test_the_applied_preset_names_its_backbone():
         ({"long_side": 0}, "long-side must be a positive integer"),
         ({"crop": 0}, "crop must be a positive integer"),
         ({"stride": 0}, "stride must be a positive integer"),
-        ({"stride": 225}, r"stride \(225\) larger than crop \(224\)"),
+        ({"stride": 225}, "stride (225) larger than crop (224) leaves gaps"),
         ({"logit_scale": 0.0}, "logit-scale must be positive"),
-        ({"prob_threshold": -0.01}, r"prob-threshold must be in \[0, 1\]"),
-        ({"prob_threshold": 1.01}, r"prob-threshold must be in \[0, 1\]"),
-        ({"area_threshold": -0.01}, r"area-threshold must be in \[0, 1\]"),
-        ({"area_threshold": 1.01}, r"area-threshold must be in \[0, 1\]"),
+        ({"logit_scale": -1.0}, "logit-scale must be positive"),
+        ({"prob_threshold": -0.01}, "prob-threshold must be in [0, 1]"),
+        ({"prob_threshold": 1.01}, "prob-threshold must be in [0, 1]"),
+        ({"area_threshold": -0.01}, "area-threshold must be in [0, 1]"),
+        ({"area_threshold": 1.01}, "area-threshold must be in [0, 1]"),
     ],
 )
 def test_protocol_values_out_of_range_are_refused(changes, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as err:
         ProtocolConfig(**changes)
+    assert str(err.value) == message
 
 
 def test_protocol_bounds_are_inclusive():
@@ -217,6 +219,8 @@ def test_protocol_bounds_are_inclusive():
     )
     assert (edge.prob_threshold, edge.area_threshold) == (1.0, 0.0)
     assert ProtocolConfig(prob_threshold=0.0, area_threshold=1.0, stride=224).stride == 224
+    # any positive logit scale, below 1 included
+    assert ProtocolConfig(logit_scale=0.5).logit_scale == 0.5
 
 
 def test_an_unknown_preset_lists_the_known_ones():
@@ -321,3 +325,100 @@ def test_a_depth_without_a_preset_says_how_to_use_the_model():
         "SC-CLIP has calibration presets for ViTs with 12, 24 blocks, not 6; "
         "pass an explicit CalibrationConfig (Python API) to use this model"
     )
+
+
+# ------------------------------------------------------------------------ method validation
+
+
+def test_method_defaults_are_sc_clip_with_every_extension_off():
+    method = MethodConfig()
+    assert (method.name, method.anomaly_detector, method.pamr_steps) == ("sc-clip", "lof", 0)
+    assert method.pamr_dilations == (8, 16)
+    for name in ("clip", "maskclip", "sclip", "clearclip"):
+        assert MethodConfig(name=name).name == name  # a baseline with default switches is fine
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"name": "nope"},
+            "unknown method 'nope'; choose one of: sc-clip, clip, maskclip, sclip, clearclip",
+        ),
+        (
+            {"anomaly_detector": "iforest"},
+            "unknown anomaly detector 'iforest'; choose one of: lof, sklearn-lof, token-norm",
+        ),
+        ({"sklearn_lof_neighbours": 0}, "sklearn_lof_neighbours must be >= 1, got 0"),
+        ({"max_anomaly_ratio": 0.0}, "max_anomaly_ratio must be in (0, 1), got 0.0"),
+        ({"max_anomaly_ratio": 1.0}, "max_anomaly_ratio must be in (0, 1), got 1.0"),
+        ({"max_anomaly_ratio": 1.5}, "max_anomaly_ratio must be in (0, 1), got 1.5"),
+        ({"boundary_similarity": -1.5}, "boundary_similarity must be in [-1, 1], got -1.5"),
+        ({"boundary_similarity": 1.5}, "boundary_similarity must be in [-1, 1], got 1.5"),
+        ({"pamr_steps": -1}, "pamr-steps must be >= 0, got -1"),
+        ({"pamr_dilations": ()}, "pamr-dilations must be positive integers, got ()"),
+        ({"pamr_dilations": (0, 8)}, "pamr-dilations must be positive integers, got (0, 8)"),
+        ({"pamr_dilations": [8, -2]}, "pamr-dilations must be positive integers, got [8, -2]"),
+        ({"pamr_dilations": (2.5,)}, "pamr-dilations must be positive integers, got (2.5,)"),
+        ({"pamr_dilations": (True,)}, "pamr-dilations must be positive integers, got (True,)"),
+        (
+            {"name": "clip", "repair_anomalies": False},
+            "method 'clip' does not use repair_anomalies (sc-clip only)",
+        ),
+        (
+            {"name": "clearclip", "anomaly_detector": "token-norm", "boundary_aware_repair": True},
+            "method 'clearclip' does not use anomaly_detector, boundary_aware_repair "
+            "(sc-clip only)",
+        ),
+    ],
+)
+def test_method_values_out_of_range_are_refused(changes, message):
+    with pytest.raises(ConfigError) as err:
+        MethodConfig(**changes)
+    assert str(err.value) == message
+
+
+def test_method_bounds_are_inclusive():
+    edge = MethodConfig(
+        sklearn_lof_neighbours=1,
+        max_anomaly_ratio=0.999,
+        boundary_similarity=-1.0,
+        pamr_steps=0,
+        pamr_dilations=(1,),
+    )
+    assert (edge.sklearn_lof_neighbours, edge.boundary_similarity, edge.pamr_dilations) == (
+        1,
+        -1.0,
+        (1,),
+    )
+    assert MethodConfig(boundary_similarity=1.0, max_anomaly_ratio=0.001).boundary_similarity == 1.0
+
+
+def test_sc_clip_takes_every_switch_and_baselines_take_pamr():
+    switches = MethodConfig(
+        repair_anomalies=False,
+        attention_enhancement=False,
+        feature_aggregation=False,
+        multi_level_fusion=False,
+        anomaly_detector="token-norm",
+        adaptive_anomaly_ratio=True,
+        boundary_aware_repair=True,
+    )
+    assert not switches.repair_anomalies and switches.boundary_aware_repair
+    assert MethodConfig(name="maskclip", pamr_steps=3, pamr_dilations=(2,)).pamr_steps == 3
+
+
+def test_pamr_dilations_given_as_a_list_become_a_tuple():
+    method = MethodConfig(pamr_dilations=[4, 8])  # type: ignore[arg-type]
+    assert method.pamr_dilations == (4, 8)
+    assert isinstance(method.pamr_dilations, tuple)
+    assert method == MethodConfig(pamr_dilations=(4, 8))
+
+
+def test_method_replace_changes_only_the_given_fields_and_checks_them():
+    base = MethodConfig()
+    changed = base.replace(pamr_steps=2, boundary_aware_repair=True)
+    assert changed == MethodConfig(pamr_steps=2, boundary_aware_repair=True)
+    assert (base.pamr_steps, base.boundary_aware_repair) == (0, False)
+    with pytest.raises(ConfigError, match="does not use repair_anomalies"):
+        base.replace(name="sclip", repair_anomalies=False)
