@@ -26,6 +26,7 @@ from scclip_cli.config import (
     calibration_for_depth,
     check_calibration_depth,
     preset_backbone,
+    protocol_overrides,
     resolve_protocol,
 )
 
@@ -173,6 +174,21 @@ def test_explicit_values_win_over_either_column():
         resolve_protocol("voc21", depth=24, crop_size=3)
     with pytest.raises(ConfigError, match="unknown preset 'voc22'"):
         resolve_protocol("voc22", depth=24)
+
+
+def test_unknown_protocol_settings_are_named():
+    with pytest.raises(ConfigError) as err:
+        resolve_protocol("voc21", stride_px=3, crop_size=3, crop=112)
+    assert str(err.value) == "unknown protocol setting(s): crop_size, stride_px"
+
+
+def test_protocol_overrides_keep_only_the_given_values():
+    given = protocol_overrides(crop=112, stride=None, prob_threshold=0.0, area_threshold=None)
+    assert given == {"crop": 112, "prob_threshold": 0.0}  # 0.0 is given, None is not
+    assert protocol_overrides() == {}
+    assert resolve_protocol("voc21", **given) == ProtocolConfig(
+        logit_scale=50, prob_threshold=0.0, area_threshold=0.1, crop=112
+    )
 
 
 def test_the_applied_preset_names_its_backbone():
