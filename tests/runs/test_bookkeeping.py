@@ -184,3 +184,120 @@ def test_a_rerun_with_everything_complete_needs_no_model(tmp_path: Path) -> None
         rerun_without_model(
             p, ("sky",), CLASSES, model="m", pretrained="w", reporter=Reporter(True)
         )
+
+
+def test_the_run_options_are_recorded_in_the_config(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 3)
+    p = plan(
+        [tmp_path / "imgs"],
+        tmp_path / "out",
+        overlay=True,
+        overwrite=True,
+        shard="1/2",
+        preset="voc21",
+        read_workers=1,  # the smallest pool is fine
+        save_confidence=True,
+    )
+    description = {"model": "m", "num_classes": 3}
+    config = p.run_config(description, engine={"name": "ray"})
+    assert config == {
+        "model": "m",
+        "num_classes": 3,
+        "run": {
+            "inputs": [str(tmp_path / "imgs")],
+            "out": str(tmp_path / "out"),
+            "preset": "voc21",
+            "overlay": True,
+            "save_confidence": True,
+            "overwrite": True,
+            "shard": "1/2",
+            "engine": {"name": "ray"},
+        },
+    }
+    assert description == {"model": "m", "num_classes": 3}  # the segmenter's own is not touched
+    plain = plan([tmp_path / "imgs"], tmp_path / "out").run_config({})
+    assert plain["run"]["shard"] is None and plain["run"]["preset"] is None
+    assert (plain["run"]["overlay"], plain["run"]["save_confidence"]) == (False, False)
+    with pytest.raises(UsageError) as err:
+        plan([tmp_path / "imgs"], tmp_path / "out", read_workers=0)
+    assert str(err.value) == "read_workers must be at least 1, got 0"
+
+
+def test_an_output_folder_inside_the_inputs_is_not_segmented_again(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 2)
+    out = tmp_path / "imgs" / "masks"
+    run = open_run(plan([tmp_path / "imgs"], out))
+    complete(run.jobs[0])
+    assert (out / "im0.png").is_file() and (out / "legend.json").is_file()
+    again = plan([tmp_path / "imgs"], out)
+    assert [i.path for i in again.images] == [
+        tmp_path / "imgs" / "im0.png",
+        tmp_path / "imgs" / "im1.png",
+    ]
+
+
+def test_a_failed_image_is_reported_and_counts_on_the_progress_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_images(tmp_path / "imgs", 3)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    run = SegmentRun.open(p, CLASSES, None, reporter=Reporter(False))
+    run.start({}, load_seconds=0.0, show_progress=True)
+    first = str(run.jobs[0].image.path)
+    with run.segmenting():
+        run.image_failed(Failure(first, "broken", "read", 0))  # the first input fails
+        for job in run.jobs[1:]:
+            run.image_done(job, record_for(job))
+        # a failure outside the inputs (a folder that cannot be listed) is no image of the bar
+        run.image_failed(
+            Failure(str(tmp_path / "imgs" / "locked"), "Permission denied", "discover")
+        )
+    err = capsys.readouterr().err
+    assert f"scclip: failed: {first}: broken\n" in err
+    assert f"scclip: failed: {tmp_path / 'imgs' / 'locked'}: Permission denied\n" in err
+    final_bar = err[err.rindex("segment:") :]  # the bar as the run left it
+    assert "3/3" in final_bar
+    assert (run.summary.done, run.summary.failed) == (2, 2)
+
+
+def test_outputs_that_would_take_an_input_or_another_output_are_refused_by_the_plan(
+    tmp_path: Path,
+) -> None:
+    def image(path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 3)).save(path)
+        return path
+
+    # x.jpg's overlay would be written over the input x_overlay.jpg (only with --overlay)
+    pair = [image(tmp_path / "a" / "x.jpg"), image(tmp_path / "a" / "x_overlay.jpg")]
+    assert len(plan(pair, tmp_path / "a").images) == 2
+    with pytest.raises(InputError) as err:
+        plan(pair, tmp_path / "a", overlay=True)
+    assert str(err.value) == (
+        f"the output {tmp_path / 'a' / 'x_overlay.jpg'} of {pair[0]} would overwrite the input "
+        f"{pair[1]}; choose an --out folder that is not an input folder"
+    )
+
+    # p.png's confidence map is p_conf.png's mask (only with --save-confidence); the colour
+    # image of 16-bit masks (p_color.png) does not count for a vocabulary that fits a palette
+    folder = tmp_path / "b"
+    for name in ("p.png", "p_conf.png", "p_color.png"):
+        image(folder / name)
+    assert len(plan([folder], tmp_path / "out").images) == 3
+    with pytest.raises(InputError) as err:
+        plan([folder], tmp_path / "out", save_confidence=True)
+    assert str(err.value) == (
+        f"output collision: {folder / 'p.png'} and {folder / 'p_conf.png'} would both write "
+        f"{tmp_path / 'out' / 'p_conf.png'}. Rename the inputs or segment them into separate "
+        "--out folders"
+    )
+
+    # an image's record would replace the run's own summary.json
+    image(tmp_path / "c" / "summary.png")
+    with pytest.raises(InputError) as err:
+        plan([tmp_path / "c"], tmp_path / "out")
+    assert str(err.value).startswith(
+        f"output collision: the run's own summary.json and {tmp_path / 'c' / 'summary.png'} "
+        f"would both write {tmp_path / 'out' / 'summary.json'}."
+    )
+    assert not (tmp_path / "out").exists()
