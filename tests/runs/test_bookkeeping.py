@@ -258,6 +258,7 @@ def test_a_failed_image_is_reported_and_counts_on_the_progress_bar(
     final_bar = err[err.rindex("segment:") :]  # the bar as the run left it
     assert "3/3" in final_bar
     assert (run.summary.done, run.summary.failed) == (2, 2)
+    assert read_json(p.out / "summary.json")["out_dir"] == str(p.out)
 
 
 def test_outputs_that_would_take_an_input_or_another_output_are_refused_by_the_plan(
@@ -301,3 +302,37 @@ def test_outputs_that_would_take_an_input_or_another_output_are_refused_by_the_p
         f"would both write {tmp_path / 'out' / 'summary.json'}."
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_vocabulary_too_big_for_a_palette_adds_colour_images(tmp_path: Path) -> None:
+    palette = tuple(f"class {i}" for i in range(256))
+    wide = (*palette, "one more")
+    make_images(tmp_path / "imgs", 1)
+    run = SegmentRun.open(
+        plan([tmp_path / "imgs"], tmp_path / "a"), palette, None, reporter=Reporter(True)
+    )
+    assert run.jobs[0].outputs.color is None  # 256 classes fit a palette PNG
+    run = SegmentRun.open(
+        plan([tmp_path / "imgs"], tmp_path / "b"), wide, None, reporter=Reporter(True)
+    )
+    assert run.jobs[0].outputs.color == tmp_path / "b" / "im0_color.png"
+    assert run.jobs[0].outputs.files() == (
+        tmp_path / "b" / "im0.png",
+        tmp_path / "b" / "im0_color.png",
+        tmp_path / "b" / "im0.json",
+    )
+
+    # p.png's colour image would be p_color.png's mask: found once the vocabulary is known
+    folder = tmp_path / "clash"
+    for name in ("p.png", "p_color.png"):
+        folder.mkdir(exist_ok=True)
+        Image.new("RGB", (4, 3)).save(folder / name)
+    clash = plan([folder], tmp_path / "c")
+    SegmentRun.open(clash, palette, None, reporter=Reporter(True))
+    with pytest.raises(InputError) as err:
+        SegmentRun.open(clash, wide, None, reporter=Reporter(True), jsonl_stream=None)
+    assert str(err.value) == (
+        f"output collision: {folder / 'p.png'} and {folder / 'p_color.png'} would both write "
+        f"{tmp_path / 'c' / 'p_color.png'}. Rename the inputs or segment them into separate "
+        "--out folders"
+    )
