@@ -13,6 +13,7 @@ from PIL import Image
 
 from scclip_cli.errors import InputError, UsageError
 from scclip_cli.files.image_record import ImageRecord
+from scclip_cli.runs import bookkeeping
 from scclip_cli.runs.bookkeeping import (
     Reporter,
     RunPlan,
@@ -336,3 +337,127 @@ def test_a_vocabulary_too_big_for_a_palette_adds_colour_images(tmp_path: Path) -
         f"{tmp_path / 'c' / 'p_color.png'}. Rename the inputs or segment them into separate "
         "--out folders"
     )
+
+
+def test_a_folder_that_cannot_be_listed_is_a_failure_of_the_first_shard_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    make_images(tmp_path / "imgs", 3)
+    locked = tmp_path / "imgs" / "locked"
+    locked.mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    messages = {}
+    for shard in (None, "1/2", "2/2"):
+        out = tmp_path / f"out-{shard}".replace("/", "-")
+        run = SegmentRun.open(
+            plan([tmp_path / "imgs"], out, shard=shard), CLASSES, None, reporter=Reporter(False)
+        )
+        run.start({}, load_seconds=0.0, show_progress=False)
+        with run.segmenting():
+            for job in run.todo:
+                run.image_done(job, record_for(job))
+        failures = [json.loads(line) for line in run.summary.failures_path.read_text().splitlines()]
+        messages[shard] = capsys.readouterr().err
+        if shard == "2/2":
+            assert failures == []
+            assert run.summary.failed == 0
+        else:
+            assert failures == [
+                {
+                    "path": str(locked),
+                    "reason": "cannot list folder: Permission denied",
+                    "stage": "discover",
+                }
+            ]
+            assert run.summary.failed == 1
+            assert (
+                f"scclip: failed: {locked}: cannot list folder: Permission denied\n"
+                in messages[shard]
+            )
+    assert "scclip: 3 images: 0 already complete, 3 to segment\n" in messages[None]
+    assert "scclip: 2 images (shard 1/2): 0 already complete, 2 to segment\n" in messages["1/2"]
+    assert "scclip: 1 images (shard 2/2): 0 already complete, 1 to segment\n" in messages["2/2"]
+
+
+def test_the_start_message_counts_complete_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_images(tmp_path / "imgs", 3)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    complete(open_run(p).jobs[2])
+    run = SegmentRun.open(p, CLASSES, CLASSES, reporter=Reporter(False))
+    run.start({}, load_seconds=0.0, show_progress=False)
+    assert capsys.readouterr().err == "scclip: 3 images: 1 already complete, 2 to segment\n"
+
+
+@pytest.mark.parametrize(
+    ("quiet", "terminal", "shown"),
+    [(False, True, True), (False, False, False), (True, True, False)],
+)
+def test_the_progress_bar_shows_by_default_on_a_terminal_unless_quiet(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    quiet: bool,
+    terminal: bool,
+    shown: bool,
+) -> None:
+    make_images(tmp_path / "imgs", 2)
+    monkeypatch.setattr(bookkeeping, "stderr_is_terminal", lambda: terminal)
+    run = SegmentRun.open(
+        plan([tmp_path / "imgs"], tmp_path / "out"), CLASSES, None, reporter=Reporter(quiet)
+    )
+    run.start({}, load_seconds=0.0, show_progress=None)
+    with run.segmenting():
+        for job in run.todo:
+            run.image_done(job, record_for(job))
+    assert ("segment: 100%" in capsys.readouterr().err) is shown
+
+
+def test_no_progress_bar_when_every_image_is_complete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_images(tmp_path / "imgs", 2)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    for job in open_run(p).jobs:
+        complete(job)
+    run = open_run(p)
+    run.start({}, load_seconds=0.0, show_progress=True)
+    with run.segmenting():
+        pass
+    assert run.summary.skipped == 2
+    assert "segment:" not in capsys.readouterr().err
+
+
+def test_stderr_is_a_terminal_only_when_it_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert bookkeeping.stderr_is_terminal() is False
+    closed = io.StringIO()
+    closed.close()  # isatty() raises ValueError
+    monkeypatch.setattr(sys, "stderr", closed)
+    assert bookkeeping.stderr_is_terminal() is False
+    monkeypatch.setattr(sys, "stderr", object())  # no isatty at all
+    assert bookkeeping.stderr_is_terminal() is False
+
+
+def test_waits_for_reading_and_writing_add_up_separately(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 1)
+    run = open_run(plan([tmp_path / "imgs"], tmp_path / "out"))
+    run.start({}, load_seconds=0.0, show_progress=False)
+    with run.segmenting():
+        run.waited(read=0.25)
+        run.waited(write=0.5)
+        run.waited(read=0.5, write=0.125)
+    timing = read_json(run.summary.summary_path)["timing"]
+    assert (timing["read_wait_seconds"], timing["write_wait_seconds"]) == (0.75, 0.625)
