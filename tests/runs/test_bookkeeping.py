@@ -461,3 +461,61 @@ def test_waits_for_reading_and_writing_add_up_separately(tmp_path: Path) -> None
         run.waited(read=0.5, write=0.125)
     timing = read_json(run.summary.summary_path)["timing"]
     assert (timing["read_wait_seconds"], timing["write_wait_seconds"]) == (0.75, 0.625)
+
+
+def test_the_output_folder_is_created_with_its_parents_or_the_reason_is_given(
+    tmp_path: Path,
+) -> None:
+    make_images(tmp_path / "imgs", 1)
+    deep = tmp_path / "runs" / "2026" / "out"
+    open_run(plan([tmp_path / "imgs"], deep))
+    assert read_legend_classes(deep) == CLASSES
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError) as err:
+        open_run(plan([tmp_path / "imgs"], tmp_path / "file" / "out"))
+    assert str(err.value) == (
+        f"cannot create the output folder {tmp_path / 'file' / 'out'}: Not a directory"
+    )
+
+    blocked = tmp_path / "blocked"
+    (blocked / "legend.json").mkdir(parents=True)  # legend.json cannot be written
+    with pytest.raises(InputError) as err:
+        open_run(plan([tmp_path / "imgs"], blocked))
+    assert str(err.value) == f"cannot write to the output folder {blocked}: Is a directory"
+
+
+def test_another_vocabulary_is_refused_with_both_class_counts(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 1)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    open_run(p)
+    with pytest.raises(UsageError) as err:
+        SegmentRun.open(p, ("sky", "sea"), CLASSES, reporter=Reporter(True))
+    assert str(err.value) == (
+        f"{p.out} holds results for another vocabulary (3 classes in legend.json, now 2); "
+        "pass --overwrite to redo them or choose another --out folder"
+    )
+
+
+def test_the_final_failures_file_is_in_input_order_and_the_run_has_an_end_time(
+    tmp_path: Path,
+) -> None:
+    make_images(tmp_path / "imgs", 3)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    run = open_run(p)
+    run.start({}, load_seconds=0.0, show_progress=False)
+    paths = [str(job.image.path) for job in run.jobs]
+    with run.segmenting():
+        run.image_failed(Failure(paths[2], "broken", "write", 2))  # engines report in any order
+        run.image_done(run.jobs[1], record_for(run.jobs[1]))
+        run.image_failed(Failure(paths[0], "truncated", "read", 0))
+        live = (p.out / "failures.jsonl").read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["path"] for line in live] == [paths[2], paths[0]]
+    final = (p.out / "failures.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in final] == [
+        {"path": paths[0], "reason": "truncated", "stage": "read"},
+        {"path": paths[2], "reason": "broken", "stage": "write"},
+    ]
+    summary = read_json(p.out / "summary.json")
+    assert summary["finished_at"] is not None
+    assert summary["finished_at"] >= summary["started_at"]  # ISO times of one zone sort as text
