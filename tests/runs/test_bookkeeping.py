@@ -519,3 +519,66 @@ def test_the_final_failures_file_is_in_input_order_and_the_run_has_an_end_time(
     summary = read_json(p.out / "summary.json")
     assert summary["finished_at"] is not None
     assert summary["finished_at"] >= summary["started_at"]  # ISO times of one zone sort as text
+
+
+@pytest.mark.parametrize(
+    ("content", "classes"),
+    [
+        ('[{"index": 0, "name": "chat"}, {"index": 1, "name": "Hund"}]', ("chat", "Hund")),
+        ('{"classes": [{"name": "sky"}, {"name": "sea"}]}', ("sky", "sea")),  # wrapped
+        ('["sky", "sea"]', ("sky", "sea")),  # plain names
+        ('[{"name": "sky"}, {"index": 1}]', None),  # a class without a name
+        ('[{"name": "sky"}, 3]', None),
+        ('{"names": ["sky"]}', None),
+        ('"sky"', None),
+        ("not json", None),
+    ],
+)
+def test_the_classes_of_an_existing_legend(tmp_path: Path, content: str, classes: Any) -> None:
+    (tmp_path / "legend.json").write_text(content, encoding="utf-8")
+    assert read_legend_classes(tmp_path) == classes
+
+
+def test_a_legend_with_non_ascii_names_is_read_back(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 1)
+    names = ("fond", "chat tigré", "熊猫")
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    SegmentRun.open(p, names, None, reporter=Reporter(True))
+    assert read_legend_classes(p.out) == names
+
+
+def test_only_a_complete_folder_of_the_same_vocabulary_needs_no_model(tmp_path: Path) -> None:
+    from scclip_cli.runs.bookkeeping import nothing_to_segment
+
+    make_images(tmp_path / "imgs", 2)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    for job in open_run(p).jobs:
+        complete(job)
+    assert nothing_to_segment(p, CLASSES, CLASSES)
+    assert not nothing_to_segment(p, CLASSES, None)  # no legend.json: not known to be ours
+    redo = plan([tmp_path / "imgs"], tmp_path / "out", overwrite=True)
+    assert not nothing_to_segment(redo, CLASSES, CLASSES)
+    assert (
+        rerun_without_model(
+            redo, CLASSES, CLASSES, model="m", pretrained="w", reporter=Reporter(True)
+        )
+        is None
+    )
+
+    # 256 classes fit a palette: mask and JSON make an image complete
+    palette = tuple(f"class {i}" for i in range(256))
+    p = plan([tmp_path / "imgs"], tmp_path / "palette")
+    for job in SegmentRun.open(p, palette, None, reporter=Reporter(True)).jobs:
+        complete(job)
+    assert nothing_to_segment(p, palette, palette)
+    # one more: the colour image is part of each image too
+    wide = (*palette, "one more")
+    p = plan([tmp_path / "imgs"], tmp_path / "wide")
+    jobs = SegmentRun.open(p, wide, None, reporter=Reporter(True)).jobs
+    for job in jobs:
+        complete(job)
+    assert not nothing_to_segment(p, wide, wide)
+    for job in jobs:
+        assert job.outputs.color is not None
+        job.outputs.color.write_bytes(b"colour")
+    assert nothing_to_segment(p, wide, wide)
