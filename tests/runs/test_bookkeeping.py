@@ -582,3 +582,45 @@ def test_only_a_complete_folder_of_the_same_vocabulary_needs_no_model(tmp_path: 
         assert job.outputs.color is not None
         job.outputs.color.write_bytes(b"colour")
     assert nothing_to_segment(p, wide, wide)
+
+
+def test_a_rerun_without_model_records_what_it_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_images(tmp_path / "imgs", 2)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    for job in open_run(p).jobs:
+        complete(job)
+    capsys.readouterr()
+    summary = rerun_without_model(
+        p, CLASSES, CLASSES, model="m", pretrained="w", reporter=Reporter(False), progress=True
+    )
+    assert summary is not None and summary.skipped == 2
+    err = capsys.readouterr().err
+    assert "scclip: every image is already complete: no model was loaded\n" in err
+    assert "segment:" not in err  # nothing to segment: no bar even when asked for
+    data = read_json(p.out / "summary.json")
+    run_options = data["config"].pop("run")
+    assert data["config"] == {
+        "model": "m",
+        "pretrained": "w",
+        "loaded": False,
+        "num_classes": 3,
+        "class_names": list(CLASSES),
+    }
+    assert run_options["out"] == str(p.out)
+    assert data["timing"]["load_seconds"] == 0.0
+
+    # another vocabulary: refused with the folder's name, unless overwriting (then the model runs)
+    with pytest.raises(UsageError) as err_info:
+        rerun_without_model(
+            p, ("sky",), CLASSES, model="m", pretrained="w", reporter=Reporter(True)
+        )
+    assert str(err_info.value).startswith(f"{p.out} holds results for another vocabulary")
+    redo = plan([tmp_path / "imgs"], tmp_path / "out", overwrite=True)
+    assert (
+        rerun_without_model(
+            redo, ("sky",), CLASSES, model="m", pretrained="w", reporter=Reporter(True)
+        )
+        is None
+    )
