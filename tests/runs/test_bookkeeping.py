@@ -624,3 +624,44 @@ def test_a_rerun_without_model_records_what_it_did(
         )
         is None
     )
+
+
+def test_the_confidence_map_is_part_of_an_image_when_asked_for(tmp_path: Path) -> None:
+    from scclip_cli.runs.bookkeeping import nothing_to_segment
+
+    make_images(tmp_path / "imgs", 1)
+    p = plan([tmp_path / "imgs"], tmp_path / "out", save_confidence=True)
+    job = open_run(p).jobs[0]
+    assert job.outputs.confidence == p.out / "im0_conf.png"
+    complete(job)  # mask and JSON, no confidence map yet
+    assert not nothing_to_segment(p, CLASSES, CLASSES)
+    assert [j.order for j in open_run(p).todo] == [0]
+    job.outputs.confidence.write_bytes(b"conf")
+    assert nothing_to_segment(p, CLASSES, CLASSES)
+    assert open_run(p).todo == []
+
+
+def test_summary_json_is_indented_for_people(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 1)
+    run = open_run(plan([tmp_path / "imgs"], tmp_path / "out"))
+    run.start({"model": "m"}, load_seconds=0.0, show_progress=False)
+    text = run.summary.summary_path.read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2) + "\n"
+
+
+class _ClosedPipe(io.StringIO):
+    """A ``--jsonl`` reader that went away (``| head -1``): every write is a broken pipe."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_jsonl_pipe_stops_the_lines_and_the_run_goes_on(tmp_path: Path) -> None:
+    make_images(tmp_path / "imgs", 3)
+    p = plan([tmp_path / "imgs"], tmp_path / "out")
+    run = open_run(p, jsonl_stream=_ClosedPipe())
+    run.start({}, load_seconds=0.0, show_progress=False)
+    with run.segmenting():
+        for job in run.jobs:
+            run.image_done(job, record_for(job))
+    assert read_json(p.out / "summary.json")["counts"]["done"] == 3
