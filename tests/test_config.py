@@ -18,11 +18,15 @@ from scclip_cli.config import (
     BACKBONE_L14,
     CALIBRATION_PRESETS,
     PROTOCOL_PRESETS,
+    CalibrationConfig,
     ConfigError,
+    MethodConfig,
     ProtocolConfig,
     applied_preset,
     calibration_for_depth,
+    check_calibration_depth,
     preset_backbone,
+    protocol_overrides,
     resolve_protocol,
 )
 
@@ -172,6 +176,21 @@ def test_explicit_values_win_over_either_column():
         resolve_protocol("voc22", depth=24)
 
 
+def test_unknown_protocol_settings_are_named():
+    with pytest.raises(ConfigError) as err:
+        resolve_protocol("voc21", stride_px=3, crop_size=3, crop=112)
+    assert str(err.value) == "unknown protocol setting(s): crop_size, stride_px"
+
+
+def test_protocol_overrides_keep_only_the_given_values():
+    given = protocol_overrides(crop=112, stride=None, prob_threshold=0.0, area_threshold=None)
+    assert given == {"crop": 112, "prob_threshold": 0.0}  # 0.0 is given, None is not
+    assert protocol_overrides() == {}
+    assert resolve_protocol("voc21", **given) == ProtocolConfig(
+        logit_scale=50, prob_threshold=0.0, area_threshold=0.1, crop=112
+    )
+
+
 def test_the_applied_preset_names_its_backbone():
     assert applied_preset("voc21", 24) == {
         "name": "voc21",
@@ -195,17 +214,19 @@ def test_the_applied_preset_names_its_backbone():
         ({"long_side": 0}, "long-side must be a positive integer"),
         ({"crop": 0}, "crop must be a positive integer"),
         ({"stride": 0}, "stride must be a positive integer"),
-        ({"stride": 225}, r"stride \(225\) larger than crop \(224\)"),
+        ({"stride": 225}, "stride (225) larger than crop (224) leaves gaps"),
         ({"logit_scale": 0.0}, "logit-scale must be positive"),
-        ({"prob_threshold": -0.01}, r"prob-threshold must be in \[0, 1\]"),
-        ({"prob_threshold": 1.01}, r"prob-threshold must be in \[0, 1\]"),
-        ({"area_threshold": -0.01}, r"area-threshold must be in \[0, 1\]"),
-        ({"area_threshold": 1.01}, r"area-threshold must be in \[0, 1\]"),
+        ({"logit_scale": -1.0}, "logit-scale must be positive"),
+        ({"prob_threshold": -0.01}, "prob-threshold must be in [0, 1]"),
+        ({"prob_threshold": 1.01}, "prob-threshold must be in [0, 1]"),
+        ({"area_threshold": -0.01}, "area-threshold must be in [0, 1]"),
+        ({"area_threshold": 1.01}, "area-threshold must be in [0, 1]"),
     ],
 )
 def test_protocol_values_out_of_range_are_refused(changes, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as err:
         ProtocolConfig(**changes)
+    assert str(err.value) == message
 
 
 def test_protocol_bounds_are_inclusive():
@@ -214,6 +235,8 @@ def test_protocol_bounds_are_inclusive():
     )
     assert (edge.prob_threshold, edge.area_threshold) == (1.0, 0.0)
     assert ProtocolConfig(prob_threshold=0.0, area_threshold=1.0, stride=224).stride == 224
+    # any positive logit scale, below 1 included
+    assert ProtocolConfig(logit_scale=0.5).logit_scale == 0.5
 
 
 def test_an_unknown_preset_lists_the_known_ones():
@@ -223,3 +246,195 @@ def test_an_unknown_preset_lists_the_known_ones():
         "unknown preset 'voc22'; choose one of: voc21, voc20, context60, context59, coco-object, "
         "coco-stuff, cityscapes, ade20k"
     )
+
+
+# ------------------------------------------------------------------------ calibration validation
+
+
+def test_calibration_defaults_are_the_12_block_preset():
+    assert CalibrationConfig() == calibration_for_depth(12)
+    assert CalibrationConfig().fusion_layers == range(3, 10)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"post_similarity_layer": -1}, "post_similarity_layer -1 outside 0..10"),
+        ({"post_similarity_layer": 11}, "post_similarity_layer 11 outside 0..10"),
+        ({"similarity_layer": -1}, "similarity_layer -1 outside 0..10"),
+        ({"similarity_layer": 11}, "similarity_layer 11 outside 0..10"),
+        ({"fusion_start": -1}, "fusion layers -1..10 must satisfy 0 <= start < stop <= 11"),
+        (
+            {"fusion_start": 5, "fusion_stop": 5},
+            "fusion layers 5..5 must satisfy 0 <= start < stop <= 11",
+        ),
+        (
+            {"fusion_start": 6, "fusion_stop": 5},
+            "fusion layers 6..5 must satisfy 0 <= start < stop <= 11",
+        ),
+        ({"fusion_stop": 12}, "fusion layers 3..12 must satisfy 0 <= start < stop <= 11"),
+        ({"anomaly_ratio": 0.0}, "anomaly_ratio must be in (0, 1), got 0.0"),
+        ({"anomaly_ratio": 1.0}, "anomaly_ratio must be in (0, 1), got 1.0"),
+        ({"anomaly_ratio": 1.5}, "anomaly_ratio must be in (0, 1), got 1.5"),
+        ({"lof_neighbours": 0}, "lof_neighbours must be >= 1, got 0"),
+    ],
+)
+def test_calibration_values_out_of_range_are_refused(changes, message):
+    with pytest.raises(ConfigError) as err:
+        CalibrationConfig(**changes)
+    assert str(err.value) == message
+
+
+def test_calibration_bounds_are_inclusive():
+    # a 12-block ViT has block outputs 0..11; the last one is never a middle layer
+    low = CalibrationConfig(
+        similarity_layer=0,
+        post_similarity_layer=0,
+        fusion_start=0,
+        fusion_stop=1,
+        anomaly_ratio=0.001,
+        lof_neighbours=1,
+    )
+    assert (low.similarity_layer, low.post_similarity_layer, low.lof_neighbours) == (0, 0, 1)
+    assert low.fusion_layers == range(0, 1)
+    high = CalibrationConfig(
+        similarity_layer=10,
+        post_similarity_layer=10,
+        fusion_start=10,
+        fusion_stop=11,
+        anomaly_ratio=0.999,
+    )
+    assert (high.similarity_layer, high.post_similarity_layer) == (10, 10)
+    assert high.fusion_layers == range(10, 11)
+    # the same bounds follow the depth
+    deep = CalibrationConfig(
+        depth=24, similarity_layer=22, post_similarity_layer=22, fusion_stop=23
+    )
+    assert deep.fusion_layers == range(3, 23)
+    with pytest.raises(ConfigError) as err:
+        CalibrationConfig(depth=24, similarity_layer=23)
+    assert str(err.value) == "similarity_layer 23 outside 0..22"
+
+
+def test_calibration_replace_changes_only_the_given_fields_and_checks_them():
+    base = CalibrationConfig()
+    changed = base.replace(lof_neighbours=10, residual_class_weight=0.1)
+    assert changed == dataclasses.replace(base, lof_neighbours=10, residual_class_weight=0.1)
+    assert (changed.lof_neighbours, changed.residual_class_weight, changed.depth) == (10, 0.1, 12)
+    assert base.lof_neighbours == 30  # frozen: the original stays
+    with pytest.raises(ConfigError, match="lof_neighbours must be >= 1, got 0"):
+        base.replace(lof_neighbours=0)
+
+
+def test_a_calibration_for_another_depth_is_refused():
+    check_calibration_depth(CalibrationConfig(), 12)
+    check_calibration_depth(calibration_for_depth(24), 24)
+    with pytest.raises(ConfigError) as err:
+        check_calibration_depth(CalibrationConfig(), 24)
+    assert str(err.value) == "calibration preset is for 12 blocks but the model has 24"
+
+
+def test_a_depth_without_a_preset_says_how_to_use_the_model():
+    with pytest.raises(ConfigError) as err:
+        calibration_for_depth(6)
+    assert str(err.value) == (
+        "SC-CLIP has calibration presets for ViTs with 12, 24 blocks, not 6; "
+        "pass an explicit CalibrationConfig (Python API) to use this model"
+    )
+
+
+# ------------------------------------------------------------------------ method validation
+
+
+def test_method_defaults_are_sc_clip_with_every_extension_off():
+    method = MethodConfig()
+    assert (method.name, method.anomaly_detector, method.pamr_steps) == ("sc-clip", "lof", 0)
+    assert method.pamr_dilations == (8, 16)
+    for name in ("clip", "maskclip", "sclip", "clearclip"):
+        assert MethodConfig(name=name).name == name  # a baseline with default switches is fine
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"name": "nope"},
+            "unknown method 'nope'; choose one of: sc-clip, clip, maskclip, sclip, clearclip",
+        ),
+        (
+            {"anomaly_detector": "iforest"},
+            "unknown anomaly detector 'iforest'; choose one of: lof, sklearn-lof, token-norm",
+        ),
+        ({"sklearn_lof_neighbours": 0}, "sklearn_lof_neighbours must be >= 1, got 0"),
+        ({"max_anomaly_ratio": 0.0}, "max_anomaly_ratio must be in (0, 1), got 0.0"),
+        ({"max_anomaly_ratio": 1.0}, "max_anomaly_ratio must be in (0, 1), got 1.0"),
+        ({"max_anomaly_ratio": 1.5}, "max_anomaly_ratio must be in (0, 1), got 1.5"),
+        ({"boundary_similarity": -1.5}, "boundary_similarity must be in [-1, 1], got -1.5"),
+        ({"boundary_similarity": 1.5}, "boundary_similarity must be in [-1, 1], got 1.5"),
+        ({"pamr_steps": -1}, "pamr-steps must be >= 0, got -1"),
+        ({"pamr_dilations": ()}, "pamr-dilations must be positive integers, got ()"),
+        ({"pamr_dilations": (0, 8)}, "pamr-dilations must be positive integers, got (0, 8)"),
+        ({"pamr_dilations": [8, -2]}, "pamr-dilations must be positive integers, got [8, -2]"),
+        ({"pamr_dilations": (2.5,)}, "pamr-dilations must be positive integers, got (2.5,)"),
+        ({"pamr_dilations": (True,)}, "pamr-dilations must be positive integers, got (True,)"),
+        (
+            {"name": "clip", "repair_anomalies": False},
+            "method 'clip' does not use repair_anomalies (sc-clip only)",
+        ),
+        (
+            {"name": "clearclip", "anomaly_detector": "token-norm", "boundary_aware_repair": True},
+            "method 'clearclip' does not use anomaly_detector, boundary_aware_repair "
+            "(sc-clip only)",
+        ),
+    ],
+)
+def test_method_values_out_of_range_are_refused(changes, message):
+    with pytest.raises(ConfigError) as err:
+        MethodConfig(**changes)
+    assert str(err.value) == message
+
+
+def test_method_bounds_are_inclusive():
+    edge = MethodConfig(
+        sklearn_lof_neighbours=1,
+        max_anomaly_ratio=0.999,
+        boundary_similarity=-1.0,
+        pamr_steps=0,
+        pamr_dilations=(1,),
+    )
+    assert (edge.sklearn_lof_neighbours, edge.boundary_similarity, edge.pamr_dilations) == (
+        1,
+        -1.0,
+        (1,),
+    )
+    assert MethodConfig(boundary_similarity=1.0, max_anomaly_ratio=0.001).boundary_similarity == 1.0
+
+
+def test_sc_clip_takes_every_switch_and_baselines_take_pamr():
+    switches = MethodConfig(
+        repair_anomalies=False,
+        attention_enhancement=False,
+        feature_aggregation=False,
+        multi_level_fusion=False,
+        anomaly_detector="token-norm",
+        adaptive_anomaly_ratio=True,
+        boundary_aware_repair=True,
+    )
+    assert not switches.repair_anomalies and switches.boundary_aware_repair
+    assert MethodConfig(name="maskclip", pamr_steps=3, pamr_dilations=(2,)).pamr_steps == 3
+
+
+def test_pamr_dilations_given_as_a_list_become_a_tuple():
+    method = MethodConfig(pamr_dilations=[4, 8])  # type: ignore[arg-type]
+    assert method.pamr_dilations == (4, 8)
+    assert isinstance(method.pamr_dilations, tuple)
+    assert method == MethodConfig(pamr_dilations=(4, 8))
+
+
+def test_method_replace_changes_only_the_given_fields_and_checks_them():
+    base = MethodConfig()
+    changed = base.replace(pamr_steps=2, boundary_aware_repair=True)
+    assert changed == MethodConfig(pamr_steps=2, boundary_aware_repair=True)
+    assert (base.pamr_steps, base.boundary_aware_repair) == (0, False)
+    with pytest.raises(ConfigError, match="does not use repair_anomalies"):
+        base.replace(name="sclip", repair_anomalies=False)

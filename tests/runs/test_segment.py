@@ -397,7 +397,10 @@ def test_a_legend_image_that_cannot_be_written_is_reported_and_the_run_goes_on(
     assert (summary.done, summary.failed, summary.exit_code) == (2, 0, 0)
     assert (tmp_path / "out" / "legend.json").is_file()
     assert not (tmp_path / "out" / "legend.png").exists()
-    assert "cannot write" in capsys.readouterr().err
+    legend_png = tmp_path / "out" / "legend.png"
+    assert (
+        f"scclip: cannot write {legend_png}: No space left on device\n" in capsys.readouterr().err
+    )
 
 
 # --- shards, stdin, jsonl, options ---------------------------------------------------------------
