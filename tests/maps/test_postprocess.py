@@ -120,6 +120,8 @@ def test_upsampled_scores_stay_float32_whatever_the_default_dtype(float64_by_def
     assert out.dtype == torch.float32
     expected = F.interpolate(scores[None], size=(20, 31), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(out, expected, atol=5e-6, rtol=1e-5)
+    labels = labels_from_scores(scores * 0.1, 20, 31, torch.arange(3), 3, ProtocolConfig())
+    assert labels.labels.dtype == torch.int32 and labels.confidence.dtype == torch.float32
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
