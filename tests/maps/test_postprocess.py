@@ -408,9 +408,12 @@ def test_post_processing_warns_about_nothing():
     protocol = ProtocolConfig(logit_scale=50, area_threshold=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for tile_elements in (7 * 20, 7 * 61 * 3):
-            labels_from_scores(scores, 50, 61, query_class, 4, protocol, tile_elements)
-            upsample_scores(scores, 50, 61)
+        # column tiles; row tiles of 3, 8 and 7 rows, whose chunks end with shorter tiles
+        for tile_rows, height in ((None, 50), (3, 50), (8, 61), (7, 100)):
+            tile_elements = 7 * 20 if tile_rows is None else 7 * 61 * tile_rows
+            out = labels_from_scores(scores, height, 61, query_class, 4, protocol, tile_elements)
+            assert out.labels.shape == (height, 61)
+            upsample_scores(scores, height, 61)
 
 
 def _window_canvas(seed: int, peak: float | None = None):
