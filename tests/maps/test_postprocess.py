@@ -120,6 +120,8 @@ def test_upsampled_scores_stay_float32_whatever_the_default_dtype(float64_by_def
     assert out.dtype == torch.float32
     expected = F.interpolate(scores[None], size=(20, 31), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(out, expected, atol=5e-6, rtol=1e-5)
+    labels = labels_from_scores(scores * 0.1, 20, 31, torch.arange(3), 3, ProtocolConfig())
+    assert labels.labels.dtype == torch.int32 and labels.confidence.dtype == torch.float32
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -406,18 +408,24 @@ def test_post_processing_warns_about_nothing():
     protocol = ProtocolConfig(logit_scale=50, area_threshold=0.1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for tile_elements in (7 * 20, 7 * 61 * 3):
-            labels_from_scores(scores, 50, 61, query_class, 4, protocol, tile_elements)
-            upsample_scores(scores, 50, 61)
+        # column tiles; row tiles of 3, 8 and 7 rows, whose chunks end with shorter tiles
+        for tile_rows, height in ((None, 50), (3, 50), (8, 61), (7, 100)):
+            tile_elements = 7 * 20 if tile_rows is None else 7 * 61 * tile_rows
+            out = labels_from_scores(scores, height, 61, query_class, 4, protocol, tile_elements)
+            assert out.labels.shape == (height, 61)
+            upsample_scores(scores, height, 61)
 
 
-def _window_canvas(seed: int):
+def _window_canvas(seed: int, peak: float | None = None):
     """Patch scores of 2 x 3 overlapping 112 px windows over a 150 x 200 image (a full grid),
-    from smooth score fields (regions span windows), 7 queries."""
+    from smooth score fields (regions span windows), 7 queries; ``peak``: scores clipped to
+    ``±peak``, with plateaus there."""
     from scclip_cli.maps.sliding_window import WindowCanvas, windows
 
     g = torch.Generator().manual_seed(seed)
     field = F.interpolate(torch.randn(7, 3, 4, generator=g)[None], size=(150, 200), mode="bilinear")
+    if peak is not None:
+        field = (field * 2 * peak / field.abs().max()).clamp(-peak, peak)
     canvas = WindowCanvas(7, 150, 200, torch.device("cpu"))
     for window in windows(150, 200, 112, 56):
         y1, y2, x1, x2 = window
@@ -447,3 +455,34 @@ def test_window_scores_give_the_labels_of_their_averaged_canvas(route, monkeypat
     assert torch.equal(out.labels, expected.labels)
     torch.testing.assert_close(out.confidence, expected.confidence)
     assert len(out.labels.unique()) > 2
+
+
+def test_cosines_up_to_one_at_a_large_logit_scale_keep_finite_confidences():
+    """Scores straight from the window patches at logit scale 100: 2^(1 x 100 x log2 e) exceeds
+    float32, so each pixel's softmax must be shifted by its best logit; the result is the canvas
+    route's."""
+    query_class = torch.tensor([2, 0, 1, 0, 2, 1, 3])
+    protocol = ProtocolConfig(logit_scale=100)
+    built = _window_canvas(13, peak=1.0)
+    average = built.rows(0, 150).permute(2, 0, 1).contiguous()
+    assert float((average > 0.9).float().mean()) > 0.01  # 2^(0.9 x 100 x log2 e) > 2^128
+    expected = labels_from_scores(average, 301, 397, query_class, 4, protocol)
+    out = labels_from_scores(_window_canvas(13, peak=1.0), 301, 397, query_class, 4, protocol)
+    assert bool(out.confidence.isfinite().all())
+    assert torch.equal(out.labels, expected.labels)
+    torch.testing.assert_close(out.confidence, expected.confidence)
+
+
+def test_area_rule_with_the_last_classes_absent():
+    """Classes 3 and 4 are never chosen (class 4's query always scores low) and the small class 2
+    is removed."""
+    scores = torch.zeros(5, 8, 8)
+    scores[1] += 0.2
+    scores[2, :1, :1] += 0.5  # a tiny corner of class 2
+    scores[3:] -= 1.0
+    protocol = ProtocolConfig(logit_scale=50, area_threshold=0.1)
+    out = labels_from_scores(scores, 16, 16, torch.arange(5), 5, protocol)
+    ref_labels, ref_conf = _reference(scores, 16, 16, torch.arange(5), 5, protocol)
+    assert out.labels.unique().tolist() == [1]
+    assert torch.equal(out.labels, ref_labels)
+    torch.testing.assert_close(out.confidence, ref_conf)
