@@ -1,5 +1,6 @@
 """Tiled upsampling and post-processing against the straightforward full-tensor computation."""
 
+import math
 import warnings
 
 import pytest
@@ -486,3 +487,18 @@ def test_area_rule_with_the_last_classes_absent():
     assert out.labels.unique().tolist() == [1]
     assert torch.equal(out.labels, ref_labels)
     torch.testing.assert_close(out.confidence, ref_conf)
+
+
+def test_window_scores_at_their_bound_on_every_query_just_below_the_float32_limit():
+    """Every query scores 1 everywhere, at a logit scale where 2^(1 x scale x log2 e) = 2^125.5:
+    one term fits float32, seven do not, so the softmax must be shifted. All queries tie: the
+    confidence is 1/7 and the label the first class."""
+    from scclip_cli.maps.sliding_window import WindowCanvas, windows
+
+    canvas = WindowCanvas(7, 150, 200, torch.device("cpu"))
+    for window in windows(150, 200, 112, 56):
+        canvas.add_patches(window, torch.ones(7, 7, 7))
+    protocol = ProtocolConfig(logit_scale=125.5 / math.log2(math.e))
+    out = labels_from_scores(canvas, 75, 100, torch.tensor([2, 0, 1, 0, 2, 1, 3]), 4, protocol)
+    assert out.labels.unique().tolist() == [0]
+    torch.testing.assert_close(out.confidence, torch.full((75, 100), 1 / 7))
