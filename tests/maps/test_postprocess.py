@@ -435,24 +435,27 @@ def _window_canvas(seed: int, peak: float | None = None):
     return canvas
 
 
+@pytest.mark.parametrize("peak", [None, 0.3], ids=["large scores", "cosine-sized scores"])
 @pytest.mark.parametrize("route", ["from patches", "built canvas"])
-def test_window_scores_give_the_labels_of_their_averaged_canvas(route, monkeypatch):
+def test_window_scores_give_the_labels_of_their_averaged_canvas(route, peak, monkeypatch):
     """Straight from the window patches (the usual route) or, when the output is too wide for
-    that, from the built canvas: the labels of the averaged canvas, with interleaved synonyms."""
+    that, from the built canvas: the labels of the averaged canvas, with interleaved synonyms.
+    Cosine-sized scores take the softmax without the shift by the best logit (their bound is
+    known and small); large ones need the shift."""
     import scclip_cli.maps.window_resize as window_resize
     from scclip_cli.maps.postprocess import make_resizer
     from scclip_cli.maps.workspace import Workspace
 
     query_class = torch.tensor([2, 0, 1, 0, 2, 1, 3])  # synonyms interleaved
     protocol = ProtocolConfig(logit_scale=50, prob_threshold=0.2, area_threshold=0.2)
-    built = _window_canvas(11)
+    built = _window_canvas(11, peak)
     average = built.rows(0, 150).permute(2, 0, 1).contiguous()  # [Q, h, w], the canvas route
     expected = labels_from_scores(average, 301, 397, query_class, 4, protocol)
     if route == "built canvas":
         monkeypatch.setattr(window_resize, "MAX_CANVAS_RATIO", 0.1)
-    resizer = make_resizer(_window_canvas(11), 301, 397, None, 1 << 20, Workspace())
+    resizer = make_resizer(_window_canvas(11, peak), 301, 397, None, 1 << 20, Workspace())
     assert isinstance(resizer, window_resize.WindowResizer) == (route == "from patches")
-    out = labels_from_scores(_window_canvas(11), 301, 397, query_class, 4, protocol, 7 * 40)
+    out = labels_from_scores(_window_canvas(11, peak), 301, 397, query_class, 4, protocol, 7 * 40)
     assert torch.equal(out.labels, expected.labels)
     torch.testing.assert_close(out.confidence, expected.confidence)
     assert len(out.labels.unique()) > 2
