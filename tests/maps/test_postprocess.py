@@ -1,5 +1,6 @@
 """Tiled upsampling and post-processing against the straightforward full-tensor computation."""
 
+import math
 import warnings
 
 import pytest
@@ -434,24 +435,27 @@ def _window_canvas(seed: int, peak: float | None = None):
     return canvas
 
 
+@pytest.mark.parametrize("peak", [None, 0.3], ids=["large scores", "cosine-sized scores"])
 @pytest.mark.parametrize("route", ["from patches", "built canvas"])
-def test_window_scores_give_the_labels_of_their_averaged_canvas(route, monkeypatch):
+def test_window_scores_give_the_labels_of_their_averaged_canvas(route, peak, monkeypatch):
     """Straight from the window patches (the usual route) or, when the output is too wide for
-    that, from the built canvas: the labels of the averaged canvas, with interleaved synonyms."""
+    that, from the built canvas: the labels of the averaged canvas, with interleaved synonyms.
+    Cosine-sized scores take the softmax without the shift by the best logit (their bound is
+    known and small); large ones need the shift."""
     import scclip_cli.maps.window_resize as window_resize
     from scclip_cli.maps.postprocess import make_resizer
     from scclip_cli.maps.workspace import Workspace
 
     query_class = torch.tensor([2, 0, 1, 0, 2, 1, 3])  # synonyms interleaved
     protocol = ProtocolConfig(logit_scale=50, prob_threshold=0.2, area_threshold=0.2)
-    built = _window_canvas(11)
+    built = _window_canvas(11, peak)
     average = built.rows(0, 150).permute(2, 0, 1).contiguous()  # [Q, h, w], the canvas route
     expected = labels_from_scores(average, 301, 397, query_class, 4, protocol)
     if route == "built canvas":
         monkeypatch.setattr(window_resize, "MAX_CANVAS_RATIO", 0.1)
-    resizer = make_resizer(_window_canvas(11), 301, 397, None, 1 << 20, Workspace())
+    resizer = make_resizer(_window_canvas(11, peak), 301, 397, None, 1 << 20, Workspace())
     assert isinstance(resizer, window_resize.WindowResizer) == (route == "from patches")
-    out = labels_from_scores(_window_canvas(11), 301, 397, query_class, 4, protocol, 7 * 40)
+    out = labels_from_scores(_window_canvas(11, peak), 301, 397, query_class, 4, protocol, 7 * 40)
     assert torch.equal(out.labels, expected.labels)
     torch.testing.assert_close(out.confidence, expected.confidence)
     assert len(out.labels.unique()) > 2
@@ -486,3 +490,18 @@ def test_area_rule_with_the_last_classes_absent():
     assert out.labels.unique().tolist() == [1]
     assert torch.equal(out.labels, ref_labels)
     torch.testing.assert_close(out.confidence, ref_conf)
+
+
+def test_window_scores_at_their_bound_on_every_query_just_below_the_float32_limit():
+    """Every query scores 1 everywhere, at a logit scale where 2^(1 x scale x log2 e) = 2^125.5:
+    one term fits float32, seven do not, so the softmax must be shifted. All queries tie: the
+    confidence is 1/7 and the label the first class."""
+    from scclip_cli.maps.sliding_window import WindowCanvas, windows
+
+    canvas = WindowCanvas(7, 150, 200, torch.device("cpu"))
+    for window in windows(150, 200, 112, 56):
+        canvas.add_patches(window, torch.ones(7, 7, 7))
+    protocol = ProtocolConfig(logit_scale=125.5 / math.log2(math.e))
+    out = labels_from_scores(canvas, 75, 100, torch.tensor([2, 0, 1, 0, 2, 1, 3]), 4, protocol)
+    assert out.labels.unique().tolist() == [0]
+    torch.testing.assert_close(out.confidence, torch.full((75, 100), 1 / 7))
