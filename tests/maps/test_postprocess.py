@@ -143,34 +143,29 @@ def test_upsampled_scores_and_labels_stay_on_the_scores_device():
 
 def test_first_best_query_of_source_pixels_breaks_ties_by_the_first():
     from scclip_cli.maps.postprocess import TensorRows, source_best_query
-    from scclip_cli.maps.workspace import Workspace
 
     g = torch.Generator().manual_seed(3)
     scores = torch.randn(5, 6, 7, generator=g)
     scores[3, 0, 0] = scores[1, 0, 0] = scores[:, 0, 0].max() + 1  # a tie: query 1 comes first
-    countdown = torch.arange(5, 0, -1, dtype=torch.float32)
     for band in (7 * 5, 7 * 5 * 4, 1):  # one row, several rows, less than a row
-        best = source_best_query(TensorRows(scores), countdown, band, Workspace())
+        best = source_best_query(TensorRows(scores), band)
         assert torch.equal(best, scores.argmax(0))
         assert best[0, 0] == 1
 
 
-def test_best_query_of_source_pixels_in_parts_at_once_on_one_workspace():
-    """Bands of rows in two parts that run at once, with a workspace shared by both (each part
-    asks for a scratch buffer of its own name)."""
+def test_best_query_of_source_pixels_in_parts_at_once():
+    """Bands of rows in two parts that run at once: every row is done once, by one part."""
     from scclip_cli.maps.parts import PartThreads
     from scclip_cli.maps.postprocess import TensorRows, source_best_query
-    from scclip_cli.maps.workspace import Workspace
 
     scores = torch.randn(24, 800, 60, generator=torch.Generator().manual_seed(12))
-    countdown = torch.arange(24, 0, -1, dtype=torch.float32)
+    scores[5, 1:700:3, 7] = scores[2, 1:700:3, 7] = 9.0  # ties in both parts: query 2 first
     runner = PartThreads(2)
     try:
-        for _ in range(15):  # two parts that clobber one buffer do not always collide
-            best = source_best_query(
-                TensorRows(scores), countdown, 60 * 24, Workspace(per_thread=False), runner
-            )
+        for _ in range(3):
+            best = source_best_query(TensorRows(scores), 60 * 24, runner)
             assert torch.equal(best, scores.argmax(0))
+            assert bool((best[1:700:3, 7] == 2).all())
     finally:
         runner.close()
 

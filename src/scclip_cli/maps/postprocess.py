@@ -177,8 +177,7 @@ class BilinearResizer:
     def prepare(self, runner: PartRunner = IN_ORDER) -> None:
         """Find each source pixel's first best query (:func:`source_best_query`, in parts run by
         ``runner``) for :meth:`known_best`."""
-        countdown = torch.arange(self.channels, 0, -1, dtype=torch.float32, device=self.device)
-        best = source_best_query(self.source, countdown, self.tile_elements, self.workspace, runner)
+        best = source_best_query(self.source, self.tile_elements, runner)
         self._cell_best = shared_cell_best(best)
 
     def known_best(self, rows: slice, cols: slice) -> torch.Tensor:
@@ -297,48 +296,32 @@ class LabelMap:
     confidence: torch.Tensor  # [H, W] float32
 
 
-def _first_best(
-    values: torch.Tensor, countdown: torch.Tensor, scratch: torch.Tensor
-) -> torch.Tensor:
+def _first_best(values: torch.Tensor) -> torch.Tensor:
     """The *first* index of the maximum along the last axis: ``[..., Q] -> [...]`` int64.
 
-    The tie rule of ``torch.max``/``argmax``, which are several times slower on the CPU than these
-    vectorised reductions. ``countdown``: ``[Q]`` float32 ``Q, Q - 1, ..., 1``; ``scratch``: float32,
-    at least ``values.numel()`` elements.
+    ``torch.max`` along a dimension is documented to return the first of equal maxima, on the CPU
+    and on CUDA, which is the reference's ``argmax`` tie rule.
     """
-    flags = scratch.view(-1)[: values.numel()].view(values.shape)
-    torch.eq(values, values.amax(dim=-1, keepdim=True), out=flags)
-    first = flags.mul_(countdown).amax(dim=-1)  # Q - index of the first best
-    return values.shape[-1] - first.to(torch.long)
+    return values.max(dim=-1).indices
 
 
-def _best_query(
-    logits: torch.Tensor, keep: torch.Tensor, countdown: torch.Tensor, scratch: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _best_query(logits: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax over the last axis (in base 2), then each pixel's best kept query.
 
     Args:
         logits: ``[..., Q]`` float32 (scores × logit scale × log2 e); overwritten.
         keep: ``[Q]`` float32 0/1 multiplier of the probabilities.
-        countdown: ``[Q]`` float32 ``Q, Q - 1, ..., 1``.
-        scratch: float32, at least ``logits.numel()`` elements.
     Returns:
         The best probability ``[...]`` float32 and the first query reaching it ``[...]`` int64.
     """
     e = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp2_()  # 2^(x - max)
     inverse_sum = e.sum(dim=-1).reciprocal_()
-    e.mul_(keep)
-    index = _first_best(e, countdown, scratch)
-    best = e.gather(-1, index[..., None])[..., 0] * inverse_sum
-    return best, index
+    best, index = e.mul_(keep).max(dim=-1)  # the first of equal maxima, as _first_best
+    return best.mul_(inverse_sum), index
 
 
 def source_best_query(
-    source: ScoreRows,
-    countdown: torch.Tensor,
-    band_elements: int,
-    workspace: Workspace,
-    runner: PartRunner = IN_ORDER,
+    source: ScoreRows, band_elements: int, runner: PartRunner = IN_ORDER
 ) -> torch.Tensor:
     """Each source pixel's first best query: ``[h, w]`` int64, read a band of rows at a time (as
     many as fit in ``band_elements`` values, at least one), the rows split into parts."""
@@ -346,14 +329,13 @@ def source_best_query(
     row = source.width * source.channels
     band_rows = max(1, band_elements // row)
 
-    def best_of_rows(part: int, start: int, stop: int) -> None:
-        flags = workspace.empty(f"source flags:{part}", (band_rows * row,), device=source.device)
+    def best_of_rows(start: int, stop: int) -> None:
         for r0 in range(start, stop, band_rows):
             r1 = min(stop, r0 + band_rows)
-            best[r0:r1] = _first_best(source.rows(r0, r1), countdown, flags)
+            best[r0:r1] = _first_best(source.rows(r0, r1))
 
     ranges = split_range(0, source.height, runner.count)
-    runner.run([partial(best_of_rows, i, *rows) for i, rows in enumerate(ranges)])
+    runner.run([partial(best_of_rows, *rows) for rows in ranges])
     return best
 
 
@@ -536,8 +518,6 @@ class _TileFill:
     """``[H, W]`` float32."""
     to_class: torch.Tensor | None
     """``[Q]`` class of each (reordered) query, or ``None`` when query = class."""
-    countdown: torch.Tensor
-    """``[Q]`` float32 ``Q, Q - 1, ..., 1``."""
     scale: float
     """Logit scale × ``log2 e``: logits in base 2, as ``2^x`` is cheaper than ``e^x``."""
     unshifted: bool
@@ -567,7 +547,6 @@ class _TileFill:
             labels=torch.empty(out_height, out_width, dtype=torch.int32, device=device),
             confidence=torch.empty(out_height, out_width, dtype=torch.float32, device=device),
             to_class=to_class,
-            countdown=torch.arange(q, 0, -1, dtype=torch.float32, device=device),
             scale=scale,
             unshifted=scaled_bound is not None and scaled_bound * 1.001 + math.log2(q) + 2 < 125,
             workspace=workspace,
@@ -601,7 +580,6 @@ class _TileFill:
         """Labels and confidence of the output rows of ``chunks`` (see :meth:`run`)."""
         q, labels, device = self.q, self.labels, self.labels.device
         tile_size = self.resizer.tile_h * self.resizer.tile_w * q
-        scratch = self.workspace.empty(f"flags:{part}", (tile_size,), device=device)
         straddling = self.workspace.empty(f"straddling:{part}", (tile_size,), device=device)
         for rows, cols, logits in self.resizer.tiles(self.scale, rows_wanted, chunks, part):
             if redo is not None and not bool(redo[labels[rows, cols]].any()):
@@ -609,7 +587,7 @@ class _TileFill:
             shape = logits.shape[:2]
             if keep is None:
                 flat = logits.view(-1, q)
-                index = self.best_queries(rows, cols, flat, straddling, scratch)
+                index = self.best_queries(rows, cols, flat, straddling)
                 if self.unshifted:
                     # p_best = 2^l_best / sum_q 2^l_q: no term can overflow or underflow
                     best = flat.exp2_().gather(1, index[:, None])[:, 0].div_(flat.sum(1))
@@ -619,7 +597,7 @@ class _TileFill:
                     flat.sub_(flat.gather(1, index[:, None])).exp2_()
                     best = flat.sum(1).reciprocal_()
             else:
-                best, index = _best_query(logits, keep, self.countdown, scratch)
+                best, index = _best_query(logits, keep)
             to_class = self.to_class
             labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
             self.confidence[rows, cols] = best.view(shape)
@@ -630,18 +608,17 @@ class _TileFill:
         cols: slice,
         logits: torch.Tensor,
         straddling: torch.Tensor,
-        scratch: torch.Tensor,
     ) -> torch.Tensor:
         """``[n]`` int64 first best query of each pixel of a tile (``logits``: ``[n, Q]``, left
-        as they are; ``straddling`` and ``scratch``: buffers of a tile's size): known where the
-        resizer knows it, else compared."""
+        as they are; ``straddling``: a buffer of a tile's size): known where the resizer knows it,
+        else compared."""
         index = self.resizer.known_best(rows, cols)
         others = torch.nonzero(index < 0)[:, 0]
         if others.numel():
             subset = torch.index_select(
                 logits, 0, others, out=straddling[: others.numel() * self.q].view(-1, self.q)
             )
-            index[others] = _first_best(subset, self.countdown, scratch)
+            index[others] = _first_best(subset)
         return index
 
 
