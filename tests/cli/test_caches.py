@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from scclip_cli.cli.app import main
+from scclip_cli.files import image_io
 from scclip_cli.model import loading
 from support.torch_threads import torch_threads
 
@@ -64,6 +65,7 @@ def test_segment_with_feature_cache(tmp_path, photos, monkeypatch):
         raise AssertionError("a model was loaded although every image was cached")
 
     monkeypatch.setattr(loading, "load_clip", no_model)
+    monkeypatch.setattr(image_io, "read_image_rgb", _no_decoding)
     for vocab, out in ((first, "warm"), (second, "other-vocab")):
         args = ["--vocab", str(vocab), "--out", str(tmp_path / out), "--feature-cache", str(cache)]
         assert main([*segment, *args, "--prob-threshold", "0.2"]) == 0
@@ -74,6 +76,16 @@ def test_segment_with_feature_cache(tmp_path, photos, monkeypatch):
     args = ["--vocab", str(second), "--out", str(tmp_path / "b-plain"), "--prob-threshold", "0.2"]
     assert main([*segment, *args]) == 0
     assert _masks(tmp_path / "other-vocab") == _masks(tmp_path / "b-plain")
+    # the records of images never decoded (sizes from the cache) are those of a plain run
+    assert _records(tmp_path / "other-vocab") == _records(tmp_path / "b-plain")
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("p*.json"))}
+
+
+def _no_decoding(*args, **kwargs):
+    raise AssertionError("an image was decoded although its features were cached")
 
 
 def test_feature_cache_size_bounds_the_folder(tmp_path, photos):
@@ -121,7 +133,7 @@ def test_text_embeddings_cached_unless_no_cache(tmp_path, photos, user_cache_dir
     assert _masks(tmp_path / "o1") == _masks(tmp_path / "o2") == _masks(tmp_path / "o3")
 
 
-def test_eval_images_with_feature_cache(tmp_path, photos):
+def test_eval_images_with_feature_cache(tmp_path, photos, monkeypatch):
     vocab = _vocab(tmp_path, "a", "background\ncat\ndog\n")
     gt = tmp_path / "gt"
     gt.mkdir()
@@ -135,6 +147,7 @@ def test_eval_images_with_feature_cache(tmp_path, photos):
         out = tmp_path / f"{name}.json"
         assert main([*base, "--feature-cache", str(cache), "--json", str(out), "--quiet"]) == 0
         reports.append(json.loads(out.read_text()))
+        monkeypatch.setattr(image_io, "read_image_rgb", _no_decoding)  # the second run hits
     assert reports[0]["mIoU"] == reports[1]["mIoU"]
     first, second = (r["config"]["feature_cache"] for r in reports)
     assert (first["misses"], second["hits"], second["misses"]) == (3, 3, 0)

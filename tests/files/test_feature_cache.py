@@ -39,3 +39,54 @@ def test_payload_with_a_good_checksum_but_a_bad_layout_is_a_miss(tmp_path):
     assert key not in cache.store
     report = cache.report()
     assert (report["hits"], report["misses"], report["corrupt"]) == (0, 1, 1)
+
+
+def test_image_sizes_travel_with_the_windows(tmp_path):
+    from scclip_cli.files.feature_cache import ImageSizes
+
+    cache = FeatureCache(tmp_path)
+    sizes = ImageSizes(480, 6000, (14, 168), (11, 168))
+    cache.put("ab" * 32, _windows(), sizes)
+    cache.put("cd" * 32, _windows())
+    again = FeatureCache(tmp_path)
+    entry = again.get_entry("ab" * 32)
+    assert entry is not None and entry.sizes == sizes and len(entry.windows) == 3
+    entry = again.get_entry("cd" * 32)
+    assert entry is not None and entry.sizes is None
+
+
+def test_file_keys_depend_on_the_bytes_the_decoder_and_the_context(tmp_path):
+    from scclip_cli.files.feature_cache import file_digest
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"\x89PNG one")
+    b.write_bytes(b"\x89PNG two")
+    assert file_digest(a) != file_digest(b)
+    assert file_digest(tmp_path / "missing.png") is None
+    digest = file_digest(a)
+    assert digest is not None
+    key = FeatureCache.file_key(digest, "pillow 1", {"crop": 224})
+    assert key != FeatureCache.file_key(digest, "pillow 2", {"crop": 224})
+    assert key != FeatureCache.file_key(digest, "pillow 1", {"crop": 336})
+    assert key != FeatureCache.key(digest, {"crop": 224})  # never a pixel digest's entry
+
+
+def test_a_header_with_malformed_sizes_is_damaged(tmp_path):
+    import json
+
+    cache = FeatureCache(tmp_path)
+    for n, image in enumerate(
+        [
+            {"height": 4},
+            {"height": 4, "width": 5, "pixels": [2], "content": None},
+            [1, 2],
+            7,
+            {"height": 0, "width": 5, "pixels": [2, 3], "content": None},
+        ]
+    ):
+        header = json.dumps({"format": "scclip-window-features/1", "shapes": [], "image": image})
+        key = f"{n:02d}" * 32
+        cache.store.put(key, len(header).to_bytes(4, "little") + header.encode())
+        assert cache.get_entry(key) is None, image
+        assert key not in cache.store
+    assert cache.report()["corrupt"] == 5

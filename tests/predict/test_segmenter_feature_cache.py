@@ -157,3 +157,141 @@ def test_variants_equal_separate_segmenters(tiny_clip, embeddings, tmp_path):
             assert per_image[index].confidence.tobytes() == result.confidence.tobytes()
     with pytest.raises(ConfigError):
         next(seg.segment_variants(IMAGES, [dataclasses.replace(PROTOCOL, stride=56)]))
+
+
+# ----------------------------------------------------------------- image files, found by their bytes
+def _photo_files(folder):
+    from PIL import Image
+
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for index, image in enumerate(IMAGES):
+        path = folder / f"p{index}.png"
+        Image.fromarray(image).save(path)
+        paths.append(path)
+    return paths
+
+
+def _no_decoding(*args, **kwargs):
+    raise AssertionError("an image file was decoded although its features were cached")
+
+
+def test_a_file_whose_features_are_cached_is_not_decoded(
+    tiny_clip, embeddings, other_embeddings, tmp_path, monkeypatch
+):
+    from scclip_cli.files import image_io
+    from scclip_cli.predict.segmenter import CachedImage, PreparedImage
+
+    paths = _photo_files(tmp_path / "photos")
+    cold = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path / "f"))
+    first = [cold.read(path) for path in paths]
+    assert all(isinstance(r.image, PreparedImage) and r.image.cache_key for r in first)
+    assert all(r.image.cached_windows is None for r in first)  # looked up by the reader: a miss
+    list(cold.segment_many(r.image for r in first))
+    assert cold.feature_cache.report()["written"] == 3
+
+    plain = Segmenter(tiny_clip, other_embeddings, PROTOCOL).segment_many(IMAGES)
+    cache = FeatureCache(tmp_path / "f")
+    warm = Segmenter(tiny_clip, other_embeddings, PROTOCOL, feature_cache=cache)
+    warm._extractor = _NoModel()
+    monkeypatch.setattr(image_io, "read_image_rgb", _no_decoding)
+    read = [warm.read(path) for path in paths]
+    for result, image in zip(read, IMAGES, strict=True):
+        assert isinstance(result.image, CachedImage) and result.rgb is None
+        assert (result.height, result.width) == image.shape[:2]
+    for mine, fresh in zip(warm.segment_many(r.image for r in read), plain, strict=True):
+        assert mine.labels.tobytes() == fresh.labels.tobytes()
+        assert mine.confidence.tobytes() == fresh.confidence.tobytes()
+    assert (cache.report()["hits"], cache.report()["misses"]) == (3, 0)
+    assert warm.segment(paths[1]).labels.tobytes() == plain_one(tiny_clip, other_embeddings)
+
+
+def plain_one(clip, embeddings):
+    return Segmenter(clip, embeddings, PROTOCOL).segment(IMAGES[1]).labels.tobytes()
+
+
+@pytest.mark.parametrize("need", ["rgb", "pamr"])
+def test_a_cached_file_is_decoded_when_its_pixels_are_needed(tiny_clip, embeddings, tmp_path, need):
+    from scclip_cli.predict.segmenter import PreparedImage
+
+    (path, *_) = _photo_files(tmp_path / "photos")
+    method = MethodConfig(pamr_steps=2) if need == "pamr" else MethodConfig()
+    Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path / "f")).segment(
+        path
+    )
+    cache = FeatureCache(tmp_path / "f")
+    seg = Segmenter(tiny_clip, embeddings, PROTOCOL, method=method, feature_cache=cache)
+    seg._extractor = _NoModel()  # the features still come from the cache
+    result = seg.read(path, keep_rgb=need == "rgb")
+    assert isinstance(result.image, PreparedImage) and result.image.cached_windows is not None
+    assert (result.rgb is not None) == (need == "rgb")
+    mine = next(iter(seg.segment_many([result.image])))
+    fresh = Segmenter(tiny_clip, embeddings, PROTOCOL, method=method).segment(IMAGES[0])
+    assert mine.labels.tobytes() == fresh.labels.tobytes()
+    assert cache.report()["hits"] == 1
+
+
+def test_a_changed_file_or_decoder_misses(tiny_clip, embeddings, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from scclip_cli.files import image_io
+
+    (path, *_) = _photo_files(tmp_path / "photos")
+    Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path / "f")).segment(
+        path
+    )
+    Image.fromarray(IMAGES[2]).save(path)  # the same name, other pixels
+    cache = FeatureCache(tmp_path / "f")
+    again = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=cache).segment(path)
+    assert (cache.report()["hits"], cache.report()["misses"]) == (0, 1)
+    assert again.labels.tobytes() == plain_labels(tiny_clip, embeddings, IMAGES[2])
+
+    monkeypatch.setattr(image_io, "READER_VERSION", image_io.READER_VERSION + 1)
+    cache = FeatureCache(tmp_path / "f")
+    Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=cache).segment(path)
+    assert (cache.report()["hits"], cache.report()["misses"]) == (0, 1)
+
+
+def plain_labels(clip, embeddings, image):
+    return Segmenter(clip, embeddings, PROTOCOL).segment(image).labels.tobytes()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "other windows"])
+def test_a_damaged_or_foreign_entry_of_a_file_is_recomputed(
+    tiny_clip, embeddings, tmp_path, damage
+):
+    from scclip_cli.files.feature_cache import ImageSizes
+    from scclip_cli.predict.segmenter import PreparedImage
+
+    (path, *_) = _photo_files(tmp_path / "photos")
+    seg = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path / "f"))
+    key = seg.read(path).image.cache_key
+    seg.segment(path)
+    (entry,) = (tmp_path / "f").rglob("*.bin")
+    assert entry.stem == key
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[:-100])
+    else:  # a layout that checks out but holds one window too few
+        windows = FeatureCache(tmp_path / "f").get(key)
+        sizes = ImageSizes(*IMAGES[0].shape[:2], seg.prepare(IMAGES[0]).pixels_size, None)
+        FeatureCache(tmp_path / "f").put(key, windows[:-1], sizes)
+    cache = FeatureCache(tmp_path / "f")
+    again = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=cache)
+    read = again.read(path)
+    assert isinstance(read.image, PreparedImage) and read.image.cached_windows is None
+    labels = next(iter(again.segment_many([read.image]))).labels
+    assert labels.tobytes() == plain_labels(tiny_clip, embeddings, IMAGES[0])
+    report = cache.report()
+    assert (report["corrupt"], report["misses"], report["written"]) == (1, 1, 1)
+    assert FeatureCache(tmp_path / "f").get(key) is not None  # stored again, whole
+
+
+def test_an_unreadable_file_is_the_decoders_to_report(tiny_clip, embeddings, tmp_path):
+    from scclip_cli.errors import ImageReadError
+
+    seg = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path / "f"))
+    with pytest.raises(ImageReadError, match=r"missing\.png"):
+        seg.read(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ImageReadError, match=r"bad\.png"):
+        seg.read(tmp_path / "bad.png")

@@ -220,6 +220,23 @@ def read_image_rgb(path: str | os.PathLike[str]) -> np.ndarray:
         image.close()
 
 
+READER_VERSION = 1
+"""Bump when :func:`read_image_rgb` changes the pixels it gives for some file: feature-cache
+entries found by a file's bytes (:func:`decoder_identity`) are then not reused."""
+
+
+def decoder_identity() -> str:
+    """What turns an image file's bytes into :func:`read_image_rgb`'s pixels: this module's
+    version, Pillow's, and the codec libraries' (another libjpeg may round a JPEG differently)."""
+    from PIL import __version__ as pillow
+    from PIL import features
+
+    codecs = ",".join(
+        f"{name} {features.version(name)}" for name in ("jpg", "zlib", "libtiff", "webp")
+    )
+    return f"read_image_rgb/{READER_VERSION} Pillow {pillow} ({codecs})"
+
+
 def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """``(width, height)`` of an image file as displayed (EXIF orientation applied).
 

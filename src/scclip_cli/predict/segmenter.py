@@ -40,7 +40,7 @@ from scclip_cli.maps.parts import IN_ORDER, MAX_PARTS, PartRunner, PartThreads
 if TYPE_CHECKING:
     import torch
 
-    from scclip_cli.files.feature_cache import FeatureCache
+    from scclip_cli.files.feature_cache import FeatureCache, FeatureEntry, ImageSizes
     from scclip_cli.maps.sliding_window import Window, WindowCanvas
     from scclip_cli.model.dense_features import DenseFeatureExtractor
     from scclip_cli.model.loading import DeferredClip, LoadedClip
@@ -73,6 +73,59 @@ class PreparedImage:
     """``(h, w)`` of the resized image inside ``pixels`` when its short side was narrower than one
     patch and it was padded (a strip, e.g. 6000 × 40, whose long side the resize capped); the scores
     are cropped back to it before they are upsampled. ``None``: no padding."""
+    cache_key: str | None = None
+    """Its feature-cache entry when :meth:`Segmenter.read` looked it up already (by the file's
+    bytes): then :attr:`cached_windows` is what it found. ``None``: looked up by the pixels."""
+    cached_windows: list[np.ndarray] | None = None
+    """``[gh, gw, D]`` float32 features of each window found under :attr:`cache_key` (``None``: a
+    miss, and the features computed are stored there)."""
+
+    @property
+    def pixels_size(self) -> tuple[int, int]:
+        """``(h, w)`` of :attr:`pixels`."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """An image file whose window features the feature cache holds under the file's bytes: all
+    that :meth:`Segmenter.segment_many` needs, without decoding the file (made by
+    :meth:`Segmenter.read`)."""
+
+    path: Path
+    cache_key: str
+    windows: list[np.ndarray]
+    """Each window's ``[gh, gw, D]`` float32 features, in window order."""
+    sizes: ImageSizes
+
+    @property
+    def height(self) -> int:
+        return self.sizes.height
+
+    @property
+    def width(self) -> int:
+        return self.sizes.width
+
+    @property
+    def content(self) -> tuple[int, int] | None:
+        return self.sizes.content
+
+    @property
+    def pixels_size(self) -> tuple[int, int]:
+        return self.sizes.pixels
+
+
+@dataclass(frozen=True)
+class ReadImage:
+    """An image file read for :meth:`Segmenter.segment_many` (:meth:`Segmenter.read`)."""
+
+    image: PreparedImage | CachedImage
+    """What ``segment_many`` takes."""
+    height: int
+    """Original height (EXIF orientation applied)."""
+    width: int
+    rgb: np.ndarray | None
+    """``[H, W, 3]`` uint8 RGB when asked for (never decoded otherwise)."""
 
 
 GPU_BATCH_SIZE = 16
@@ -89,7 +142,7 @@ def default_batch_size(device_type: str) -> int:
 
 @dataclass
 class _Job:
-    prepared: PreparedImage
+    prepared: PreparedImage | CachedImage
     windows: list[Window]
     canvas: WindowCanvas
     remaining: int
@@ -142,6 +195,7 @@ class Segmenter:
         """Where each image's window features are looked up before the model runs and stored
         after (see :mod:`scclip_cli.files.feature_cache`); ``None``: no cache."""
         self._extractor: DenseFeatureExtractor | None = None
+        self._decoder: str | None = None  # image_io.decoder_identity(), once
         self.precision_reason: str | None = None
         """Why the model runs in its dtype (set by :meth:`load`; recorded by :meth:`describe`)."""
         features = np.asarray(embeddings.features, dtype=np.float32)
@@ -351,21 +405,95 @@ class Segmenter:
             return PreparedImage(pixels, height, width)
         return PreparedImage(pad_to_size(pixels, patch, patch), height, width, content=(h, w))
 
+    def read(self, path: str | Path, *, keep_rgb: bool = False) -> ReadImage:
+        """Read an image file for :meth:`segment_many` (on a reader thread, say).
+
+        With a feature cache, the file's bytes are looked up first: when the cache holds the
+        image's windows and no pixels are needed (no PAMR, no ``keep_rgb``), the file is not
+        decoded at all (a :class:`CachedImage`). Otherwise it is decoded and prepared
+        (:meth:`prepare`), carrying what the lookup found.
+
+        Raises:
+            ImageReadError: the file cannot be read as an image (as
+                :func:`~scclip_cli.files.image_io.read_image_rgb`).
+        """
+        from scclip_cli.files.image_io import read_image_rgb
+
+        path = Path(path)
+        found = self._find_file(path)
+        if found is not None:
+            key, entry = found
+            if (
+                entry is not None
+                and entry.sizes is not None
+                and not keep_rgb
+                and self.method.pamr_steps <= 0
+                and self._usable(entry.windows, entry.sizes.pixels)
+            ):
+                sizes = entry.sizes
+                cached = CachedImage(path, key, entry.windows, sizes)
+                return ReadImage(cached, sizes.height, sizes.width, None)
+        rgb = read_image_rgb(path)
+        prepared = self.prepare(rgb)
+        if found is not None:
+            key, entry = found
+            windows = None
+            if entry is not None and self._usable(entry.windows, prepared.pixels_size):
+                windows = entry.windows
+            elif entry is not None:
+                self._discard(key)  # not what these windows make: recompute
+            prepared = dataclasses.replace(prepared, cache_key=key, cached_windows=windows)
+        height, width = rgb.shape[:2]
+        return ReadImage(prepared, height, width, rgb if keep_rgb else None)
+
+    def _find_file(self, path: Path) -> tuple[str, FeatureEntry | None] | None:
+        """The feature-cache key of an image file and what the cache holds there; ``None``
+        without a cache or when the file cannot be read (decoding it then says why)."""
+        from scclip_cli.files.feature_cache import file_digest
+        from scclip_cli.files.image_io import decoder_identity
+
+        if self.feature_cache is None:
+            return None
+        digest = file_digest(path)
+        if digest is None:
+            return None
+        if self._decoder is None:
+            self._decoder = decoder_identity()
+        key = self.feature_cache.file_key(digest, self._decoder, self.feature_context())
+        return key, self.feature_cache.get_entry(key)
+
+    def _usable(self, windows: list[np.ndarray], pixels_size: tuple[int, int]) -> bool:
+        """Whether cached windows are what this segmenter's windows over ``pixels_size`` make:
+        their number and feature width (anything else is a damaged or foreign entry)."""
+        from scclip_cli.maps.sliding_window import windows as window_grid
+
+        p = self.protocol
+        expected = len(window_grid(*pixels_size, p.crop, p.stride))
+        width = self.text.shape[1]
+        return len(windows) == expected and all(
+            f.ndim == 3 and f.shape[2] == width for f in windows
+        )
+
+    def _discard(self, key: str) -> None:
+        assert self.feature_cache is not None
+        self.feature_cache.store.discard(key)
+
     # ------------------------------------------------------------------ segmentation
     def segment(self, image: np.ndarray | str | Path) -> Segmentation:
-        """Segment one image: an ``[H, W, 3] uint8`` RGB array or a path (read with EXIF applied)."""
+        """Segment one image: an ``[H, W, 3] uint8`` RGB array or a path (read with EXIF applied,
+        by :meth:`read`)."""
         if isinstance(image, str | Path):
-            from scclip_cli.files.image_io import read_image_rgb
-
-            image = read_image_rgb(image)
+            return next(iter(self.segment_many([self.read(image).image])))
         return next(iter(self.segment_many([image])))
 
-    def segment_many(self, images: Iterable[np.ndarray | PreparedImage]) -> Iterator[Segmentation]:
+    def segment_many(
+        self, images: Iterable[np.ndarray | PreparedImage | CachedImage]
+    ) -> Iterator[Segmentation]:
         """Segment images in order, batching crops across images.
 
-        Accepts ``[H, W, 3] uint8`` arrays or :class:`PreparedImage` (made by :meth:`prepare`, e.g.
-        on a reader thread). Yields one :class:`Segmentation` per image, in input order, as soon as
-        its last crop is scored.
+        Accepts ``[H, W, 3] uint8`` arrays, :class:`PreparedImage` (made by :meth:`prepare`) or
+        what :meth:`read` made of a file (e.g. on a reader thread). Yields one
+        :class:`Segmentation` per image, in input order, as soon as its last crop is scored.
 
         The model runs on the calling thread; between forward passes, each image whose crops are
         all scored is post-processed (overlap averaging, upsampling, labels) in parts that run at
@@ -376,7 +504,7 @@ class Segmenter:
 
     def segment_variants(
         self,
-        images: Iterable[np.ndarray | PreparedImage],
+        images: Iterable[np.ndarray | PreparedImage | CachedImage],
         protocols: Sequence[ProtocolConfig],
     ) -> Iterator[list[Segmentation]]:
         """Segment each image once per protocol, running the model (or reading the feature cache)
@@ -401,7 +529,7 @@ class Segmenter:
             assert job.features is not None
             results = []
             for protocol in protocols:
-                _, h, w = job.prepared.pixels.shape
+                h, w = job.prepared.pixels_size
                 canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
                 variant = _Job(job.prepared, job.windows, canvas, len(job.windows))
                 with torch.inference_mode():
@@ -410,7 +538,7 @@ class Segmenter:
                 results.append(self._finish(variant, protocol))
             yield results
 
-    def scores(self, image: np.ndarray | PreparedImage) -> np.ndarray:
+    def scores(self, image: np.ndarray | PreparedImage | CachedImage) -> np.ndarray:
         """``[Q, H, W]`` float32 cosine scores at the original size (before the logit scale; refined
         by PAMR when ``method.pamr_steps > 0``).
 
@@ -427,7 +555,9 @@ class Segmenter:
             return full.contiguous().cpu().numpy()
 
     def _scored_jobs(
-        self, images: Iterable[np.ndarray | PreparedImage], keep_features: bool = False
+        self,
+        images: Iterable[np.ndarray | PreparedImage | CachedImage],
+        keep_features: bool = False,
     ) -> Iterator[_Job]:
         from scclip_cli.maps.sliding_window import WindowCanvas, windows
 
@@ -435,17 +565,20 @@ class Segmenter:
         pending: deque[_Job] = deque()
         batch: list[tuple[_Job, int, torch.Tensor]] = []
         for image in images:
-            prepared = image if isinstance(image, PreparedImage) else self.prepare(image)
-            _, h, w = prepared.pixels.shape
+            prepared = (
+                image if isinstance(image, PreparedImage | CachedImage) else self.prepare(image)
+            )
+            h, w = prepared.pixels_size
             job_windows = windows(h, w, p.crop, p.stride)
             canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
             job = _Job(prepared, job_windows, canvas, len(job_windows))
             if keep_features:
                 job.features, job.keep = {}, True
             pending.append(job)
-            if self.feature_cache is not None and self._from_cache(job):
+            if self._from_cache(job):
                 job.remaining = 0
             for index, win in enumerate(job_windows if job.remaining else []):
+                assert isinstance(prepared, PreparedImage)  # a CachedImage is always a hit
                 crop = prepared.pixels[:, win.y1 : win.y2, win.x1 : win.x2]
                 if batch and (len(batch) == self.batch_size or batch[0][2].shape != crop.shape):
                     self._run_batch(batch)
@@ -488,22 +621,31 @@ class Segmenter:
 
     def _from_cache(self, job: _Job) -> bool:
         """Score ``job`` from the feature cache when it holds its windows' features; otherwise
-        mark it to be stored there once computed. Returns whether it was a hit."""
+        mark it to be stored there once computed (with a cache). Returns whether it was a hit.
+
+        An image that :meth:`read` looked up already brings what it found (a
+        :class:`CachedImage`, or :attr:`PreparedImage.cached_windows`); any other is looked up
+        here by its pixels."""
         import torch
 
         from scclip_cli.files.feature_cache import pixels_digest
 
-        assert self.feature_cache is not None
-        digest = pixels_digest(job.prepared.pixels.numpy())
-        key = self.feature_cache.key(digest, self.feature_context())
-        found = self.feature_cache.get(key)
-        expected = len(job.windows)
-        if found is not None and (
-            len(found) != expected
-            or any(f.ndim != 3 or f.shape[2] != self.text.shape[1] for f in found)
-        ):
-            self.feature_cache.store.discard(key)  # not what these windows make: recompute
-            found = None
+        prepared = job.prepared
+        found: list[np.ndarray] | None
+        if isinstance(prepared, CachedImage):
+            found = prepared.windows  # checked by read()
+        elif self.feature_cache is None:
+            return False
+        elif prepared.cache_key is not None:
+            key, found = prepared.cache_key, prepared.cached_windows  # checked by read()
+        else:
+            key = self.feature_cache.key(
+                pixels_digest(prepared.pixels.numpy()), self.feature_context()
+            )
+            found = self.feature_cache.get(key)
+            if found is not None and not self._usable(found, prepared.pixels_size):
+                self._discard(key)  # not what these windows make: recompute
+                found = None
         if found is None:
             job.cache_key = key
             if job.features is None:
@@ -512,7 +654,7 @@ class Segmenter:
         with torch.inference_mode():
             for index, array in enumerate(found):
                 features = torch.empty(array.shape, dtype=torch.float32)  # aligned, as computed
-                features.copy_(torch.from_numpy(array.copy()))
+                np.copyto(features.numpy(), array)  # one copy (the cached arrays are read-only)
                 features = features.to(self.device)
                 if job.features is not None:
                     job.features[index] = features
@@ -520,12 +662,16 @@ class Segmenter:
         return True
 
     def _store(self, job: _Job) -> None:
+        from scclip_cli.files.feature_cache import ImageSizes
+
         assert self.feature_cache is not None and job.features is not None
         assert job.cache_key is not None
         windows = [job.features[i].cpu().numpy() for i in range(len(job.windows))]
         if not job.keep:
             job.features = None
-        self.feature_cache.put(job.cache_key, windows)
+        p = job.prepared
+        sizes = ImageSizes(p.height, p.width, p.pixels_size, p.content)
+        self.feature_cache.put(job.cache_key, windows, sizes)
 
     def _averaged_scores(self, job: _Job) -> WindowCanvas | torch.Tensor:
         """Window-averaged scores: the canvas itself (whose window patches post-processing takes
@@ -542,14 +688,16 @@ class Segmenter:
             return job.canvas
         job.canvas.build(self.parts)
         scores = job.canvas.average()
-        pixels = job.prepared.pixels
         if content is not None:  # a padded strip: only its own pixels count
             scores = scores[:, : content[0], : content[1]].contiguous()
-            pixels = pixels[:, : content[0], : content[1]]
         if self.method.pamr_steps <= 0:
             return scores
         from scclip_cli.maps.pamr import refine
 
+        assert isinstance(job.prepared, PreparedImage)  # read() decodes every image PAMR refines
+        pixels = job.prepared.pixels
+        if content is not None:
+            pixels = pixels[:, : content[0], : content[1]]
         pixels = pixels.to(scores.device)
         return refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
 

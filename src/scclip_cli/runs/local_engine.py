@@ -9,9 +9,10 @@
                                                         in parts between them)
 
 - Reading: a small thread pool decodes ahead of the model (PIL releases the GIL) and, through
-  ``Segmenter.prepare``, resizes and normalises too; at most ``prefetch`` images ahead, handed over
-  in sorted order. An image that cannot be read goes straight to the failures; it never reaches
-  the model.
+  ``Segmenter.read``, resizes and normalises too; at most ``prefetch`` images ahead, handed over
+  in sorted order. With a feature cache, an image file whose features it holds is not decoded at
+  all (``read`` looks the file's bytes up first). An image that cannot be read goes straight to
+  the failures; it never reaches the model.
 - Model: the calling thread runs ``segment_many`` over the decoded arrays (which post-processes
   each image between forward passes, in parts on all cores). When it raises, the images it had
   taken but not answered are retried one at a time, so one image that breaks the model fails
@@ -39,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Full, Queue
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -54,7 +55,7 @@ from scclip_cli.runs.summary import Failure, describe_error
 
 if TYPE_CHECKING:
     from scclip_cli.maps.metrics import ConfusionMatrix
-    from scclip_cli.predict.segmenter import Segmentation, Segmenter
+    from scclip_cli.predict.segmenter import ReadImage, Segmentation, Segmenter
     from scclip_cli.runs.engine import ImageEvents, Message
     from scclip_cli.runs.scoring import EvalSample
 
@@ -95,6 +96,12 @@ def segment_jobs(
     )
 
 
+class _Read(Protocol):
+    """``Segmenter.read``: an image file → what ``segment_many`` takes, with its sizes."""
+
+    def __call__(self, path: Path, *, keep_rgb: bool) -> ReadImage: ...
+
+
 @dataclass(frozen=True)
 class _Decoded:
     """One image read (and, when the segmenter can, prepared) on a reader thread."""
@@ -110,14 +117,19 @@ class _Decoded:
 
 
 def _read_one(
-    job: Job, prepare: Callable[[np.ndarray], Any] | None, keep_rgb: bool
+    job: Job, read: _Read | None, prepare: Callable[[np.ndarray], Any] | None, keep_rgb: bool
 ) -> _Decoded | Failure:
-    """Decode one image and prepare it for the model (runs on a reader thread).
+    """Decode one image and prepare it for the model (runs on a reader thread): by the
+    segmenter's own ``read`` when it has one (which skips decoding an image whose features the
+    feature cache holds), else decoded here and given to its ``prepare``.
 
     Never raises for a bad file: returns the :class:`Failure` instead.
     """
     path = str(job.image.path)
     try:
+        if read is not None:
+            got = read(job.image.path, keep_rgb=keep_rgb)
+            return _Decoded(job, got.image, got.height, got.width, got.rgb)
         rgb = image_io.read_image_rgb(job.image.path)  # [H, W, 3] uint8, displayed orientation
     except ImageReadError as err:
         return Failure(path, _without_path(str(err), path), "read", job.order)
@@ -125,6 +137,10 @@ def _read_one(
         # read_image_rgb should have turned these into ImageReadError; one odd file must not stop
         # the run either way.
         return Failure(path, describe_error(err), "read", job.order)
+    except Exception as err:
+        if read is None:
+            raise
+        return Failure(path, describe_error(err), "segment", job.order)  # preparing it failed
     height, width = rgb.shape[:2]
     model_input: Any = rgb
     if prepare is not None:
@@ -226,6 +242,7 @@ class _Pipeline:
         self.class_names = class_names
         self.overlay = overlay
         # Resizing and normalising on the reader threads too, when the segmenter offers it.
+        self.read: _Read | None = getattr(segmenter, "read", None)
         self.prepare: Callable[[np.ndarray], Any] | None = getattr(segmenter, "prepare", None)
         self._feed_error: BaseException | None = None
 
@@ -257,7 +274,7 @@ class _Pipeline:
         upcoming = iter(jobs)
 
         def submit(job: Job) -> None:
-            pending.append(pool.submit(_read_one, job, self.prepare, self.overlay))
+            pending.append(pool.submit(_read_one, job, self.read, self.prepare, self.overlay))
 
         for job in upcoming:
             submit(job)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -134,15 +134,20 @@ def _score_one(
 
 
 # ------------------------------------------------------------------------- segmentation source
-def sample_images(samples: Sequence[EvalSample]) -> Iterator[np.ndarray]:
-    """The samples' images, ``[H, W, 3]`` uint8 RGB, in order, read as they are needed (an
-    unreadable one stops the pass with an :class:`EvaluationError` naming it)."""
+def sample_images(
+    samples: Sequence[EvalSample], segmenter: Segmenter | None = None
+) -> Iterator[Any]:
+    """The samples' images in order, read as they are needed (an unreadable one stops the pass
+    with an :class:`EvaluationError` naming it): by ``segmenter.read`` (which skips decoding the
+    images whose features its feature cache holds) when it has that, else as ``[H, W, 3]`` uint8
+    RGB."""
     from scclip_cli.files.image_io import read_image_rgb
 
+    read = getattr(segmenter, "read", None)  # stand-ins for a Segmenter may take arrays only
     for sample in samples:
         assert sample.image is not None
         try:
-            yield read_image_rgb(sample.image)
+            yield read_image_rgb(sample.image) if read is None else read(sample.image).image
         except ScclipError as err:
             raise EvaluationError(naming_path(sample.image, err)) from None
         except (OSError, ValueError) as err:
@@ -153,7 +158,7 @@ def segmenter_source(segmenter: Segmenter, save_pred: str | Path | None) -> Pred
     """A :data:`Predict` that segments ``sample.image`` with ``segmenter`` (streamed, batched)."""
 
     def predict(samples: Sequence[EvalSample]) -> Iterator[tuple[str, np.ndarray]]:
-        results = segmenter.segment_many(sample_images(samples))
+        results = segmenter.segment_many(sample_images(samples, segmenter))
         num_classes = len(segmenter.class_names)
         for sample, seg in zip(samples, results, strict=False):
             if save_pred is not None:
