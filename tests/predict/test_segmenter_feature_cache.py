@@ -295,3 +295,32 @@ def test_an_unreadable_file_is_the_decoders_to_report(tiny_clip, embeddings, tmp
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ImageReadError, match=r"bad\.png"):
         seg.read(tmp_path / "bad.png")
+
+
+def test_a_file_changed_while_it_is_read_is_not_stored_under_its_old_bytes(
+    tiny_clip, embeddings, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    from scclip_cli.files import image_io
+
+    (path, *_) = _photo_files(tmp_path / "photos")
+    decode = image_io.read_image_rgb
+
+    def decode_after_a_change(file):
+        Image.fromarray(IMAGES[2]).save(file)  # another process rewrites the photo meanwhile
+        return decode(file)
+
+    monkeypatch.setattr(image_io, "read_image_rgb", decode_after_a_change)
+    cache = FeatureCache(tmp_path / "f")
+    seg = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=cache)
+    read = seg.read(path)
+    assert read.image.cache_key is None  # looked up by its pixels instead, in segment_many
+    labels = next(iter(seg.segment_many([read.image]))).labels
+    assert labels.tobytes() == plain_labels(tiny_clip, embeddings, IMAGES[2])
+    monkeypatch.undo()
+    Image.fromarray(IMAGES[0]).save(path)  # the old bytes again: their key holds nothing
+    again = FeatureCache(tmp_path / "f")
+    result = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=again).segment(path)
+    assert result.labels.tobytes() == plain_labels(tiny_clip, embeddings, IMAGES[0])
+    assert (again.report()["hits"], again.report()["misses"]) == (0, 1)

@@ -417,12 +417,13 @@ class Segmenter:
             ImageReadError: the file cannot be read as an image (as
                 :func:`~scclip_cli.files.image_io.read_image_rgb`).
         """
+        from scclip_cli.files.feature_cache import file_digest
         from scclip_cli.files.image_io import read_image_rgb
 
         path = Path(path)
         found = self._find_file(path)
         if found is not None:
-            key, entry = found
+            _, key, entry = found
             if (
                 entry is not None
                 and entry.sizes is not None
@@ -435,8 +436,10 @@ class Segmenter:
                 return ReadImage(cached, sizes.height, sizes.width, None)
         rgb = read_image_rgb(path)
         prepared = self.prepare(rgb)
+        if found is not None and file_digest(path) != found[0]:
+            found = None  # the file changed while it was read: look it up by its pixels instead
         if found is not None:
-            key, entry = found
+            _, key, entry = found
             windows = None
             if entry is not None and self._usable(entry.windows, prepared.pixels_size):
                 windows = entry.windows
@@ -446,9 +449,10 @@ class Segmenter:
         height, width = rgb.shape[:2]
         return ReadImage(prepared, height, width, rgb if keep_rgb else None)
 
-    def _find_file(self, path: Path) -> tuple[str, FeatureEntry | None] | None:
-        """The feature-cache key of an image file and what the cache holds there; ``None``
-        without a cache or when the file cannot be read (decoding it then says why)."""
+    def _find_file(self, path: Path) -> tuple[str, str, FeatureEntry | None] | None:
+        """The digest of an image file's bytes, its feature-cache key and what the cache holds
+        there; ``None`` without a cache or when the file cannot be read (decoding it then says
+        why)."""
         from scclip_cli.files.feature_cache import file_digest
         from scclip_cli.files.image_io import decoder_identity
 
@@ -460,7 +464,7 @@ class Segmenter:
         if self._decoder is None:
             self._decoder = decoder_identity()
         key = self.feature_cache.file_key(digest, self._decoder, self.feature_context())
-        return key, self.feature_cache.get_entry(key)
+        return digest, key, self.feature_cache.get_entry(key)
 
     def _usable(self, windows: list[np.ndarray], pixels_size: tuple[int, int]) -> bool:
         """Whether cached windows are what this segmenter's windows over ``pixels_size`` make:
