@@ -324,3 +324,18 @@ def test_a_file_changed_while_it_is_read_is_not_stored_under_its_old_bytes(
     result = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=again).segment(path)
     assert result.labels.tobytes() == plain_labels(tiny_clip, embeddings, IMAGES[0])
     assert (again.report()["hits"], again.report()["misses"]) == (0, 1)
+
+
+def test_an_image_read_without_pixels_is_refused_where_pamr_needs_them(
+    tiny_clip, embeddings, tmp_path
+):
+    from scclip_cli.predict.segmenter import CachedImage
+
+    (path, *_) = _photo_files(tmp_path / "photos")
+    seg = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=FeatureCache(tmp_path / "f"))
+    seg.segment(path)
+    cached = seg.read(path).image
+    assert isinstance(cached, CachedImage)
+    pamr = Segmenter(tiny_clip, embeddings, PROTOCOL, method=MethodConfig(pamr_steps=2))
+    with pytest.raises(ConfigError, match="PAMR needs the image's pixels"):
+        next(iter(pamr.segment_many([cached])))

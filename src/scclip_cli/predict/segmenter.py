@@ -572,6 +572,11 @@ class Segmenter:
             prepared = (
                 image if isinstance(image, PreparedImage | CachedImage) else self.prepare(image)
             )
+            if isinstance(prepared, CachedImage) and self.method.pamr_steps > 0:
+                raise ConfigError(
+                    f"{prepared.path}: PAMR needs the image's pixels; read it with this "
+                    "segmenter's read(), which decodes it"
+                )
             h, w = prepared.pixels_size
             job_windows = windows(h, w, p.crop, p.stride)
             canvas = WindowCanvas(int(self.text.shape[0]), h, w, self.device, self.workspace)
