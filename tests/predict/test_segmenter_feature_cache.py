@@ -198,7 +198,7 @@ def test_a_file_whose_features_are_cached_is_not_decoded(
     read = [warm.read(path) for path in paths]
     for result, image in zip(read, IMAGES, strict=True):
         assert isinstance(result.image, CachedImage) and result.rgb is None
-        assert (result.height, result.width) == image.shape[:2]
+        assert (result.image.height, result.image.width) == image.shape[:2]
     for mine, fresh in zip(warm.segment_many(r.image for r in read), plain, strict=True):
         assert mine.labels.tobytes() == fresh.labels.tobytes()
         assert mine.confidence.tobytes() == fresh.confidence.tobytes()

@@ -120,10 +120,8 @@ class ReadImage:
     """An image file read for :meth:`Segmenter.segment_many` (:meth:`Segmenter.read`)."""
 
     image: PreparedImage | CachedImage
-    """What ``segment_many`` takes."""
-    height: int
-    """Original height (EXIF orientation applied)."""
-    width: int
+    """What ``segment_many`` takes; its ``height`` and ``width`` are the original size (EXIF
+    orientation applied)."""
     rgb: np.ndarray | None
     """``[H, W, 3]`` uint8 RGB when asked for (never decoded otherwise)."""
 
@@ -432,8 +430,7 @@ class Segmenter:
                 and self._usable(entry.windows, entry.sizes.pixels)
             ):
                 sizes = entry.sizes
-                cached = CachedImage(path, key, entry.windows, sizes)
-                return ReadImage(cached, sizes.height, sizes.width, None)
+                return ReadImage(CachedImage(path, key, entry.windows, sizes), None)
         rgb = read_image_rgb(path)
         prepared = self.prepare(rgb)
         if found is not None and file_digest(path) != found[0]:
@@ -446,8 +443,7 @@ class Segmenter:
             elif entry is not None:
                 self._discard(key)  # not what these windows make: recompute
             prepared = dataclasses.replace(prepared, cache_key=key, cached_windows=windows)
-        height, width = rgb.shape[:2]
-        return ReadImage(prepared, height, width, rgb if keep_rgb else None)
+        return ReadImage(prepared, rgb if keep_rgb else None)
 
     def _find_file(self, path: Path) -> tuple[str, str, FeatureEntry | None] | None:
         """The digest of an image file's bytes, its feature-cache key and what the cache holds

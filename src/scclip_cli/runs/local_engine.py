@@ -108,20 +108,19 @@ class _Decoded:
 
     job: Job
     model_input: Any
-    """What ``segment_many`` gets: the segmenter's ``PreparedImage`` (resized, normalised) or the
-    ``[H, W, 3] uint8`` RGB array."""
+    """What ``segment_many`` gets: what the segmenter's ``read`` made of the file (a
+    ``PreparedImage``, resized and normalised, or a ``CachedImage``) or the ``[H, W, 3] uint8`` RGB
+    array."""
     height: int
     width: int
     rgb: np.ndarray | None
     """``[H, W, 3] uint8`` RGB, kept only when an overlay is drawn."""
 
 
-def _read_one(
-    job: Job, read: _Read | None, prepare: Callable[[np.ndarray], Any] | None, keep_rgb: bool
-) -> _Decoded | Failure:
+def _read_one(job: Job, read: _Read | None, keep_rgb: bool) -> _Decoded | Failure:
     """Decode one image and prepare it for the model (runs on a reader thread): by the
-    segmenter's own ``read`` when it has one (which skips decoding an image whose features the
-    feature cache holds), else decoded here and given to its ``prepare``.
+    segmenter's own ``read`` when it has one (which resizes and normalises too, and skips decoding
+    an image whose features the feature cache holds), else decoded here into an RGB array.
 
     Never raises for a bad file: returns the :class:`Failure` instead.
     """
@@ -129,7 +128,7 @@ def _read_one(
     try:
         if read is not None:
             got = read(job.image.path, keep_rgb=keep_rgb)
-            return _Decoded(job, got.image, got.height, got.width, got.rgb)
+            return _Decoded(job, got.image, got.image.height, got.image.width, got.rgb)
         rgb = image_io.read_image_rgb(job.image.path)  # [H, W, 3] uint8, displayed orientation
     except ImageReadError as err:
         return Failure(path, _without_path(str(err), path), "read", job.order)
@@ -142,13 +141,7 @@ def _read_one(
             raise
         return Failure(path, describe_error(err), "segment", job.order)  # preparing it failed
     height, width = rgb.shape[:2]
-    model_input: Any = rgb
-    if prepare is not None:
-        try:
-            model_input = prepare(rgb)
-        except Exception as err:
-            return Failure(path, describe_error(err), "segment", job.order)
-    return _Decoded(job, model_input, height, width, rgb if keep_rgb else None)
+    return _Decoded(job, rgb, height, width, rgb if keep_rgb else None)
 
 
 def _without_path(reason: str, path: str) -> str:
@@ -243,7 +236,6 @@ class _Pipeline:
         self.overlay = overlay
         # Resizing and normalising on the reader threads too, when the segmenter offers it.
         self.read: _Read | None = getattr(segmenter, "read", None)
-        self.prepare: Callable[[np.ndarray], Any] | None = getattr(segmenter, "prepare", None)
         self._feed_error: BaseException | None = None
 
     def run(self, jobs: list[Job], *, read_workers: int) -> None:
@@ -274,7 +266,7 @@ class _Pipeline:
         upcoming = iter(jobs)
 
         def submit(job: Job) -> None:
-            pending.append(pool.submit(_read_one, job, self.read, self.prepare, self.overlay))
+            pending.append(pool.submit(_read_one, job, self.read, self.overlay))
 
         for job in upcoming:
             submit(job)
