@@ -397,11 +397,13 @@ class FakeEngine:
     def __init__(self, num_classes: int):
         self.class_names = tuple(f"c{k}" for k in range(num_classes))
         self.calls = 0
+        self.asked_for_confidence: list[bool] = []
 
     def describe(self):
         return {"model": "fake", "device": "cpu", "protocol": {"short_side": 336}}
 
-    def segment_many(self, images):
+    def segment_many(self, images, *, confidence=True, statistics=False):
+        self.asked_for_confidence.append(confidence)
         for image in images:
             self.calls += 1
             labels = (image[..., 0] % len(self.class_names)).astype(np.int32)
@@ -426,6 +428,7 @@ def test_loaded_segmenter_is_streamed_and_described(tmp_path):
         shard="1/1",
     )
     assert engine.calls == 2
+    assert engine.asked_for_confidence and not any(engine.asked_for_confidence)  # labels only
     np.testing.assert_array_equal(result.confusion.matrix, reference_matrix(preds, gts, 3))
     assert result.confusion.class_names == ("c0", "c1", "c2")
     # the description is recorded, the device only as run information (shards may differ)

@@ -43,7 +43,9 @@ class FakeSegmenter:
     def describe(self) -> dict[str, Any]:
         return {"model": "fake", "class_names": list(CLASSES)}
 
-    def segment_many(self, images: Iterable[np.ndarray]) -> Iterator[Segmentation]:
+    def segment_many(
+        self, images: Iterable[np.ndarray], *, confidence: bool = True, statistics: bool = False
+    ) -> Iterator[Segmentation]:
         buffer: list[np.ndarray] = []
         for image in images:
             if tuple(image[0, 0]) == BROKEN:

@@ -47,7 +47,9 @@ class FakeSegmenter:
     def describe(self) -> dict[str, Any]:
         return {"model": "fake", "protocol": {"crop": 224}, "class_names": list(self.class_names)}
 
-    def segment_many(self, images: Iterable[np.ndarray]) -> Iterator[Segmentation]:
+    def segment_many(
+        self, images: Iterable[np.ndarray], *, confidence: bool = True, statistics: bool = False
+    ) -> Iterator[Segmentation]:
         buffer: list[np.ndarray] = []
         for image in images:
             if tuple(image[0, 0]) == MAGENTA:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -257,51 +258,152 @@ def write_legend_png(out_dir: str | os.PathLike[str], class_names: Sequence[str]
     return path
 
 
-def mean_confidence(confidence: np.ndarray | None) -> float | None:
-    """The image-level mean of ``[H, W]`` confidence, rounded to 6 decimals (``None`` without)."""
-    if confidence is None:
+@dataclass(frozen=True)
+class ClassTotals:
+    """What the per-class statistics of one label map are made of.
+
+    Confidence is averaged over the pixels of a grid (every ``step``-th row and column, see
+    :func:`statistics_step`), and for a class with no pixel on it, over all its pixels: at full
+    resolution a 12-megapixel map would need every pixel's softmax over all queries for statistics
+    that a million pixels already fix to about three decimals.
+    """
+
+    pixels: np.ndarray
+    """``[K]`` int64: every pixel of each class."""
+    confidence_sums: np.ndarray | None
+    """``[K]`` float64: the confidence summed over each class's averaged pixels (``None``: no
+    confidence)."""
+    confidence_counts: np.ndarray | None
+    """``[K]`` int64: how many pixels of each class were averaged."""
+    image_mean: float | None
+    """The mean confidence over the grid's pixels (``None``: no confidence)."""
+
+    @classmethod
+    def from_maps(
+        cls, labels: np.ndarray, confidence: np.ndarray | None, num_classes: int
+    ) -> ClassTotals:
+        """The totals of ``[H, W]`` labels in ``[0, num_classes)`` and ``[H, W]`` float confidence
+        (or ``None``), averaged over the grid of :func:`statistics_step`."""
+        labels = _check_labels(labels, max(num_classes, 1))
+        flat = labels.ravel().astype(np.intp, copy=False)  # once: bincount would cast it per call
+        pixels = np.bincount(flat, minlength=num_classes)
+        if confidence is None:
+            return cls(pixels.astype(np.int64), None, None, None)
+        confidence = np.asarray(confidence)
+        if confidence.shape != labels.shape:
+            raise ValueError(f"confidence {confidence.shape} does not match labels {labels.shape}")
+        grid = statistics_grid(*labels.shape)
+        on_grid = np.bincount(labels[grid].ravel().astype(np.intp), minlength=num_classes)
+        missing = np.zeros(num_classes, dtype=bool)
+        missing[np.flatnonzero((pixels > 0) & (on_grid == 0))] = True
+        extra = missing[flat] if missing.any() else None
+        return cls.from_samples(
+            pixels,
+            labels[grid],
+            confidence[grid],
+            None if extra is None else flat[extra],
+            None if extra is None else confidence.ravel()[extra],
+        )
+
+    @classmethod
+    def from_samples(
+        cls,
+        pixels: np.ndarray,
+        grid_labels: np.ndarray,
+        grid_confidence: np.ndarray,
+        extra_labels: np.ndarray | None = None,
+        extra_confidence: np.ndarray | None = None,
+    ) -> ClassTotals:
+        """The totals from ``[K]`` pixel counts, the labels and confidence at the grid's pixels
+        (any shape, the same), and those at every pixel of the classes the grid misses."""
+        num_classes = len(pixels)
+        on_grid = np.asarray(grid_labels).ravel().astype(np.intp)
+        values = np.asarray(grid_confidence, dtype=np.float64).ravel()
+        sums = np.bincount(on_grid, weights=values, minlength=num_classes)
+        counts = np.bincount(on_grid, minlength=num_classes)
+        if extra_labels is not None and extra_confidence is not None:
+            more = np.asarray(extra_labels).ravel().astype(np.intp)
+            weights = np.asarray(extra_confidence, dtype=np.float64).ravel()
+            sums += np.bincount(more, weights=weights, minlength=num_classes)
+            counts += np.bincount(more, minlength=num_classes)
+        return cls(
+            np.asarray(pixels, dtype=np.int64),
+            sums,
+            counts.astype(np.int64),
+            float(values.mean()),
+        )
+
+
+STATISTICS_PIXELS = 1 << 20
+"""The confidence statistics average at most about this many pixels of an image (a grid, see
+:func:`statistics_step`); smaller images count every pixel."""
+
+
+def statistics_step(height: int, width: int) -> int:
+    """The grid step of the confidence statistics: the smallest ``s`` with
+    ``ceil(H / s) · ceil(W / s) <= STATISTICS_PIXELS`` (1 up to a megapixel; 4 for 4000 × 3000)."""
+    step = 1
+    while -(-height // step) * -(-width // step) > STATISTICS_PIXELS:
+        step += 1
+    return step
+
+
+def statistics_grid(height: int, width: int) -> tuple[slice, slice]:
+    """The rows and columns of the statistics grid: every ``s``-th from ``s // 2`` (the centre
+    of each ``s × s`` block), ``s`` = :func:`statistics_step`."""
+    step = statistics_step(height, width)
+    return slice(step // 2, None, step), slice(step // 2, None, step)
+
+
+def mean_confidence(totals: ClassTotals | np.ndarray | None) -> float | None:
+    """The image-level mean confidence (of :class:`ClassTotals`, or of an ``[H, W]`` confidence
+    map over the grid of :func:`statistics_grid`), rounded to 6 decimals (``None`` without)."""
+    if totals is None:
         return None
-    return round(float(np.asarray(confidence, dtype=np.float64).mean()), 6)
+    if not isinstance(totals, ClassTotals):
+        confidence = np.asarray(totals)
+        grid = statistics_grid(*confidence.shape)
+        return round(float(confidence[grid].astype(np.float64).mean()), 6)
+    return None if totals.image_mean is None else round(totals.image_mean, 6)
 
 
 def class_statistics(
-    labels: np.ndarray, confidence: np.ndarray | None, class_names: Sequence[str]
+    labels: np.ndarray | ClassTotals, confidence: np.ndarray | None, class_names: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Per-class pixel counts of a label map, for the classes present, in index order.
 
     Args:
-        labels: ``[H, W]`` integer class indices in ``[0, len(class_names))``.
+        labels: ``[H, W]`` integer class indices in ``[0, len(class_names))``, or their
+            :class:`ClassTotals` (then ``confidence`` is not used).
         confidence: ``[H, W]`` float winning-class probability, or ``None``.
         class_names: ``[K]`` names.
 
     Returns:
         ``[{"index", "name", "pixels", "fraction", "mean_confidence"}]``; ``pixels`` sum to
         ``H * W``, ``fraction = pixels / (H * W)``; ``mean_confidence`` is the mean of
-        ``confidence`` over the class's pixels (left out when ``confidence`` is ``None``). Floats
-        are rounded to 6 decimals.
+        ``confidence`` over the class's pixels on the grid of :func:`statistics_grid` (all of them
+        up to a megapixel; all the class's pixels when none is on the grid), left out without
+        confidence. Floats are rounded to 6 decimals.
     """
-    labels = _check_labels(labels, max(len(class_names), 1))
-    flat = labels.ravel().astype(np.intp, copy=False)  # once: bincount would cast it per call
-    counts = np.bincount(flat, minlength=len(class_names))
-    sums = None
-    if confidence is not None:
-        confidence = np.asarray(confidence)
-        if confidence.shape != labels.shape:
-            raise ValueError(f"confidence {confidence.shape} does not match labels {labels.shape}")
-        sums = np.bincount(
-            flat, weights=confidence.ravel().astype(np.float64), minlength=len(counts)
-        )
-    area = flat.size
+    totals = (
+        labels
+        if isinstance(labels, ClassTotals)
+        else ClassTotals.from_maps(labels, confidence, len(class_names))
+    )
+    if len(totals.pixels) > len(class_names):
+        raise ValueError(f"{len(totals.pixels)} class totals for {len(class_names)} names")
+    area = int(totals.pixels.sum())
     stats: list[dict[str, Any]] = []
-    for index in (int(i) for i in np.flatnonzero(counts)):
-        pixels = int(counts[index])
+    for index in (int(i) for i in np.flatnonzero(totals.pixels)):
+        pixels = int(totals.pixels[index])
         entry: dict[str, Any] = {
             "index": index,
             "name": str(class_names[index]),
             "pixels": pixels,
             "fraction": round(pixels / area, 6),
         }
-        if sums is not None:
-            entry["mean_confidence"] = round(float(sums[index]) / pixels, 6)
+        if totals.confidence_sums is not None and totals.confidence_counts is not None:
+            count = int(totals.confidence_counts[index])
+            entry["mean_confidence"] = round(float(totals.confidence_sums[index]) / count, 6)
         stats.append(entry)
     return stats

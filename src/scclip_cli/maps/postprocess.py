@@ -63,6 +63,7 @@ from typing import Protocol
 import torch
 
 from scclip_cli.config import ProtocolConfig
+from scclip_cli.files.mask_io import ClassTotals, statistics_grid, statistics_step
 from scclip_cli.maps.parts import IN_ORDER, PartRunner, split_range
 from scclip_cli.maps.sliding_window import BilinearTaps, WindowCanvas, bilinear_taps
 from scclip_cli.maps.window_resize import WindowPatches, WindowResizer, fits
@@ -77,6 +78,10 @@ the optimum is broad (docs/performance.md)."""
 LOG2_E = math.log2(math.e)
 """Logits are scaled by this too and exponentiated in base 2 (``torch.exp2`` is cheaper than
 ``torch.exp`` on the CPU); ``softmax(x) = 2^(x·log2 e) / sum``."""
+FLOOR_MARGIN = 1e-3
+"""Without the confidence map, a pixel's label skips the probability threshold's test only where
+its confidence floor is at least ``threshold × (1 + FLOOR_MARGIN)``: the computed probabilities
+differ from the exact ones by a few units in the last place, far less than this."""
 CHUNK_TILES = 2
 """Column-interpolated source rows kept at once: about this many tiles' worth (at least 2 rows).
 Parts take whole chunks, so small chunks balance them better (larger chunks gained nothing on
@@ -292,8 +297,14 @@ class BilinearResizer:
 
 @dataclass(frozen=True)
 class LabelMap:
-    labels: torch.Tensor  # [H, W] int32
-    confidence: torch.Tensor  # [H, W] float32
+    """What :func:`labels_from_scores` made of one image."""
+
+    labels: torch.Tensor
+    """``[H, W]`` int32 class per pixel."""
+    confidence: torch.Tensor | None
+    """``[H, W]`` float32 winning-class probability, when asked for."""
+    totals: ClassTotals | None = None
+    """Per-class pixel counts and confidence statistics, when asked for."""
 
 
 def _first_best(values: torch.Tensor) -> torch.Tensor:
@@ -318,6 +329,16 @@ def _best_query(logits: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor,
     inverse_sum = e.sum(dim=-1).reciprocal_()
     best, index = e.mul_(keep).max(dim=-1)  # the first of equal maxima, as _first_best
     return best.mul_(inverse_sum), index
+
+
+def _winning_probability(logits: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``[...]`` float32 probability of each pixel's best query (of the kept ones, with ``keep``:
+    see :func:`_best_query`), from ``[..., Q]`` logits in base 2 (overwritten)."""
+    if keep is not None:
+        return _best_query(logits, keep)[0]
+    # the best term is 2^0 = 1: p_best = 1 / sum_q 2^(l_q - l_best), no index needed
+    exp = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp2_()
+    return exp.sum(dim=-1).reciprocal_()
 
 
 def source_best_query(
@@ -431,6 +452,9 @@ def labels_from_scores(
     tile_elements: int | None = None,
     workspace: Workspace | None = None,
     runner: PartRunner = IN_ORDER,
+    *,
+    confidence: bool = True,
+    statistics: bool = False,
 ) -> LabelMap:
     """Upsample averaged window scores to the original size and post-process, tile by tile.
 
@@ -445,8 +469,19 @@ def labels_from_scores(
         runner: runs the parts (bands of rows, runs of chunks, groups of queries) of each step,
             on the CPU at once on several threads (:class:`~scclip_cli.maps.parts.PartThreads`); by
             default one after another. The result does not depend on it (see the module notes).
+        confidence: compute the ``[H, W]`` confidence map. Without it, scores that go straight
+            from window patches compute no softmax where the labels do not need one (see
+            :class:`_TileFill`); the labels are the same bits either way.
+        statistics: the per-class statistics will be wanted. Where the confidence map is not
+            computed (``confidence=False``, window patches, more pixels than the statistics grid
+            of :func:`~scclip_cli.files.mask_io.statistics_grid` holds), the
+            :class:`~scclip_cli.files.mask_io.ClassTotals` are computed here at the grid's pixels;
+            otherwise the confidence map is computed and returned for
+            :meth:`~scclip_cli.files.mask_io.ClassTotals.from_maps`. Either way the totals are the
+            same bits with or without ``confidence``.
     Returns:
-        labels ``[H, W]`` int32 and confidence ``[H, W]`` float32 on the scores' device.
+        labels ``[H, W]`` int32, the confidence ``[H, W]`` float32 where it was computed, and the
+        totals where they were, on the scores' device.
     """
     device = scores.device
     if tile_elements is None:
@@ -460,16 +495,23 @@ def labels_from_scores(
         scores, out_height, out_width, resizer_order, tile_elements, workspace, runner
     )
     resizer.prepare(runner)
-    fill = _TileFill.start(resizer, q, out_height, out_width, to_class, protocol, workspace)
+    sampled = isinstance(resizer, WindowResizer) and statistics_step(out_height, out_width) > 1
+    full = confidence or not isinstance(resizer, WindowResizer) or (statistics and not sampled)
+    fill = _TileFill.start(resizer, q, out_height, out_width, to_class, protocol, workspace, full)
     chunk_parts = _chunk_parts(resizer, runner.count, out_height)
     fill.run(runner, chunk_parts, None, None)
+    keep_query = None
     if protocol.area_threshold is not None and num_classes > 1:
         keep_class = _classes_kept_by_area(fill.labels, num_classes, protocol.area_threshold)
         if keep_class is not None:
-            fill.run(runner, chunk_parts, keep_class[query_class].to(torch.float32), ~keep_class)
-    if protocol.prob_threshold > 0:
-        fill.labels[fill.confidence < protocol.prob_threshold] = 0
-    return LabelMap(fill.labels, fill.confidence)
+            keep_query = keep_class[query_class].to(torch.float32)
+            fill.run(runner, chunk_parts, keep_query, ~keep_class)
+    fill.threshold()
+    totals = None
+    if statistics and sampled:
+        assert isinstance(resizer, WindowResizer)
+        totals = _sampled_totals(resizer, fill, num_classes, keep_query, runner)
+    return LabelMap(fill.labels, fill.confidence, totals)
 
 
 def _class_order(query_class: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -508,20 +550,36 @@ def _classes_kept_by_area(
 
 @dataclass
 class _TileFill:
-    """Labels and confidence of one :func:`labels_from_scores` call, filled tile by tile."""
+    """Labels (and confidence) of one :func:`labels_from_scores` call, filled tile by tile.
+
+    Without the confidence map (``confidence`` ``None``; only from a
+    :class:`~scclip_cli.maps.window_resize.WindowResizer`), a tile is computed only where its labels
+    need it: a tile whose pixels all have a known best query (:meth:`WindowResizer.known_best`)
+    and, with a probability threshold, a winning probability known to clear it
+    (:meth:`WindowResizer.confidence_floor` at least :data:`FLOOR_MARGIN` above it) takes its labels
+    from the known best queries; any other tile is computed with the same operations as with the
+    confidence map, so the labels are the same bits.
+    """
 
     resizer: Resizer
     q: int
     labels: torch.Tensor
     """``[H, W]`` int32 (``K < 2^31``)."""
-    confidence: torch.Tensor
-    """``[H, W]`` float32."""
+    confidence: torch.Tensor | None
+    """``[H, W]`` float32, or ``None`` when not computed."""
+    below: torch.Tensor | None
+    """``[H, W]`` bool: confidence under the probability threshold (only without
+    :attr:`confidence`, with a threshold)."""
+    sure: torch.Tensor | None
+    """``[row groups, column groups]`` bool: known best query and a floor that clears the
+    threshold (see the class notes); ``None`` without a threshold or with :attr:`confidence`."""
     to_class: torch.Tensor | None
     """``[Q]`` class of each (reordered) query, or ``None`` when query = class."""
     scale: float
     """Logit scale × ``log2 e``: logits in base 2, as ``2^x`` is cheaper than ``e^x``."""
     unshifted: bool
     """Whether ``2^l`` needs no shift by the best logit (see :meth:`start`)."""
+    prob_threshold: float
     workspace: Workspace
 
     @classmethod
@@ -534,21 +592,38 @@ class _TileFill:
         to_class: torch.Tensor | None,
         protocol: ProtocolConfig,
         workspace: Workspace,
+        full: bool = True,
     ) -> _TileFill:
+        """``full``: compute the confidence map (always, unless ``resizer`` is a
+        :class:`~scclip_cli.maps.window_resize.WindowResizer`)."""
         device = resizer.device
         scale = protocol.logit_scale * LOG2_E
         # Where every |score| <= bound is known, 2^l needs no shift by the best logit when neither
         # 2^(bound × scale) × Q overflows nor 2^(-bound × scale) leaves the normal floats (the
         # margins cover rounding): one pass less over each tile.
         scaled_bound = None if resizer.bound is None else resizer.bound * scale
+        full = full or not isinstance(resizer, WindowResizer)
+        threshold = protocol.prob_threshold
+        below = sure = None
+        if not full and threshold > 0:
+            assert isinstance(resizer, WindowResizer)
+            below = torch.zeros(out_height, out_width, dtype=torch.bool, device=device)
+            sure = resizer.confidence_floor(protocol.logit_scale) >= threshold * (1 + FLOOR_MARGIN)
         return cls(
             resizer=resizer,
             q=q,
             labels=torch.empty(out_height, out_width, dtype=torch.int32, device=device),
-            confidence=torch.empty(out_height, out_width, dtype=torch.float32, device=device),
+            confidence=(
+                torch.empty(out_height, out_width, dtype=torch.float32, device=device)
+                if full
+                else None
+            ),
+            below=below,
+            sure=sure,
             to_class=to_class,
             scale=scale,
             unshifted=scaled_bound is not None and scaled_bound * 1.001 + math.log2(q) + 2 < 125,
+            prob_threshold=threshold,
             workspace=workspace,
         )
 
@@ -562,12 +637,25 @@ class _TileFill:
         """Fill labels and confidence. With ``keep`` (``[Q]`` 0/1), only where some label is a
         class of ``redo`` (``[K]`` bool, the removed classes): elsewhere nothing can change."""
         rows_wanted = None if redo is None else redo[self.labels].any(dim=1).tolist()
+        labels_only = self.confidence is None and keep is None
         runner.run(
             [
-                partial(self.run_rows, i, chunks, keep, redo, rows_wanted)
+                partial(self.run_labels, i, chunks)
+                if labels_only
+                else partial(self.run_rows, i, chunks, keep, redo, rows_wanted)
                 for i, chunks in enumerate(chunk_parts)
             ]
         )
+
+    def threshold(self) -> None:
+        """Class 0 where the winning probability is under the threshold (after the area rule)."""
+        if self.prob_threshold <= 0:
+            return
+        if self.confidence is not None:
+            self.labels[self.confidence < self.prob_threshold] = 0
+        else:
+            assert self.below is not None
+            self.labels[self.below] = 0
 
     def run_rows(
         self,
@@ -587,39 +675,138 @@ class _TileFill:
             shape = logits.shape[:2]
             if keep is None:
                 flat = logits.view(-1, q)
-                index = self.best_queries(rows, cols, flat, straddling)
-                if self.unshifted:
-                    # p_best = 2^l_best / sum_q 2^l_q: no term can overflow or underflow
-                    best = flat.exp2_().gather(1, index[:, None])[:, 0].div_(flat.sum(1))
-                else:
-                    # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no
-                    # max over the queries is needed (the best query is known)
-                    flat.sub_(flat.gather(1, index[:, None])).exp2_()
-                    best = flat.sum(1).reciprocal_()
+                index = self.best_queries(rows, cols, flat, straddling, part)
+                best = self.tile_confidence(flat, index)
             else:
                 best, index = _best_query(logits, keep)
             to_class = self.to_class
             labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
-            self.confidence[rows, cols] = best.view(shape)
+            if self.confidence is not None:
+                self.confidence[rows, cols] = best.view(shape)
+            elif self.below is not None:  # labels only, tiles redone by the area rule
+                self.below[rows, cols] = best.view(shape) < self.prob_threshold
+
+    def run_labels(self, part: int, chunks: list[tuple[int, int]]) -> None:
+        """Labels of the output rows of ``chunks`` without the confidence map (see the class
+        notes)."""
+        resizer = self.resizer
+        assert isinstance(resizer, WindowResizer)
+        q, labels, device = self.q, self.labels, self.labels.device
+        straddling = self.workspace.empty(
+            f"straddling:{part}", (resizer.tile_h * resizer.tile_w * q,), device=device
+        )
+        to_class = self.to_class
+        for rows, cols in resizer.tile_slices(chunks):
+            shape = (rows.stop - rows.start, cols.stop - cols.start)
+            index = resizer.known_best(rows, cols)
+            sure = None if self.sure is None else resizer.group_values(self.sure, rows, cols)
+            all_sure = sure is None or bool(sure.all())
+            if all_sure and bool((index >= 0).all()):
+                labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
+                continue  # below stays False: every winning probability clears the threshold
+            flat = None if all_sure else resizer.values(rows, cols, self.scale, part).view(-1, q)
+            index = self.best_queries(rows, cols, flat, straddling, part)
+            labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
+            if flat is not None:
+                assert self.below is not None
+                best = self.tile_confidence(flat, index)
+                self.below[rows, cols] = best.view(shape) < self.prob_threshold
+
+    def tile_confidence(self, flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``[n]`` winning probability of each pixel of a tile, from its logits ``flat``
+        (``[n, Q]``, base 2, overwritten) and best queries ``index`` (``[n]`` int64)."""
+        if self.unshifted:
+            # p_best = 2^l_best / sum_q 2^l_q: no term can overflow or underflow
+            return flat.exp2_().gather(1, index[:, None])[:, 0].div_(flat.sum(1))
+        # p_best = 1 / sum_q 2^(l_q - l_best): the best term is exactly 1, and no max over the
+        # queries is needed (the best query is known)
+        flat.sub_(flat.gather(1, index[:, None])).exp2_()
+        return flat.sum(1).reciprocal_()
 
     def best_queries(
         self,
         rows: slice,
         cols: slice,
-        logits: torch.Tensor,
+        logits: torch.Tensor | None,
         straddling: torch.Tensor,
+        part: int = 0,
     ) -> torch.Tensor:
-        """``[n]`` int64 first best query of each pixel of a tile (``logits``: ``[n, Q]``, left
-        as they are; ``straddling``: a buffer of a tile's size): known where the resizer knows it,
-        else compared."""
+        """``[n]`` int64 first best query of each pixel of a tile: known where the resizer knows
+        it, else compared among the tile's ``logits`` (``[n, Q]``, left as they are; ``None``:
+        computed here, only where needed, from a
+        :class:`~scclip_cli.maps.window_resize.WindowResizer`; ``straddling``: a buffer of a tile's
+        size)."""
         index = self.resizer.known_best(rows, cols)
         others = torch.nonzero(index < 0)[:, 0]
-        if others.numel():
-            subset = torch.index_select(
-                logits, 0, others, out=straddling[: others.numel() * self.q].view(-1, self.q)
-            )
-            index[others] = _first_best(subset)
+        if not others.numel():
+            return index
+        if logits is None:  # labels only: the tile's values, as with the confidence map
+            assert isinstance(self.resizer, WindowResizer)
+            logits = self.resizer.values(rows, cols, self.scale, part).view(-1, self.q)
+        subset = torch.index_select(
+            logits, 0, others, out=straddling[: others.numel() * self.q].view(-1, self.q)
+        )
+        index[others] = _first_best(subset)
         return index
+
+
+SAMPLE_ROWS = 32
+"""Grid rows of the confidence statistics computed at once (per part): one matrix product over
+the patch rows they reach, about 20 MB of values for a 4000-pixel-wide image."""
+EXTRA_PIXELS = 4096
+"""Pixels of the classes the grid misses computed at once: each gathers the ``Q`` values of the
+few patch rows it reaches (about 25 MB for 4,096 pixels, 150 queries)."""
+
+
+def _sampled_totals(
+    resizer: WindowResizer,
+    fill: _TileFill,
+    num_classes: int,
+    keep: torch.Tensor | None,
+    runner: PartRunner,
+) -> ClassTotals:
+    """:class:`~scclip_cli.files.mask_io.ClassTotals` of the final labels, the confidence computed
+    at the pixels of the statistics grid only (and at every pixel of a class that has none there):
+    the probability of the best query kept by the area rule, as the confidence map holds it.
+
+    The grid's rows go in runs of :data:`SAMPLE_ROWS`, the same however they are split into parts.
+    """
+    height, width = fill.labels.shape
+    row_slice, col_slice = statistics_grid(height, width)
+    ys = torch.arange(height)[row_slice]
+    xs = torch.arange(width)[col_slice]
+    sampled = torch.empty(len(ys), len(xs), dtype=torch.float32, device=fill.labels.device)
+
+    def confidence_of(start: int, stop: int) -> None:
+        for which, values in resizer.grid_values(ys[start:stop], xs, fill.scale, SAMPLE_ROWS):
+            sampled[start + which.start : start + which.stop] = _winning_probability(values, keep)
+
+    runs = split_range(0, -(-len(ys) // SAMPLE_ROWS), runner.count)  # whole runs per part
+    runner.run(
+        [partial(confidence_of, a * SAMPLE_ROWS, min(len(ys), b * SAMPLE_ROWS)) for a, b in runs]
+    )
+    labels = fill.labels
+    pixels = torch.bincount(labels.flatten(), minlength=num_classes)
+    grid_labels = labels[row_slice, col_slice]
+    counts = torch.bincount(grid_labels.flatten(), minlength=num_classes)
+    missing = (pixels > 0) & (counts == 0)
+    extra_labels = extra_confidence = None
+    if bool(missing.any()):  # classes no grid pixel shows: all their pixels
+        where = torch.nonzero(missing[labels])
+        extra_labels = labels[where[:, 0], where[:, 1]]
+        extra = []
+        for start in range(0, len(where), EXTRA_PIXELS):
+            part = where[start : start + EXTRA_PIXELS]
+            values = resizer.pixel_values(part[:, 0], part[:, 1], fill.scale)
+            extra.append(_winning_probability(values, keep))
+        extra_confidence = torch.cat(extra)
+    return ClassTotals.from_samples(
+        pixels.cpu().numpy(),
+        grid_labels.cpu().numpy(),
+        sampled.cpu().numpy(),
+        None if extra_labels is None else extra_labels.cpu().numpy(),
+        None if extra_confidence is None else extra_confidence.cpu().numpy(),
+    )
 
 
 def upsample_scores(

@@ -235,6 +235,7 @@ class WindowResizer:
         """The largest patch score magnitude: every output value blends patch scores with
         non-negative weights that sum to one."""
         self._values: torch.Tensor | None = None
+        self._weights: dict[float, tuple[list[tuple[int, int]], torch.Tensor]] = {}
 
     def _known_best_table(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(table, row_group, col_group)``: output rows (columns) that reach the same patch rows
@@ -342,6 +343,41 @@ class WindowResizer:
         ranges = list(zip(k0.tolist(), k1.tolist(), strict=True))
         return ranges, (table * scale).to(device=self.device, dtype=torch.float32)
 
+    def _scaled_weights(self, scale: float) -> tuple[list[tuple[int, int]], torch.Tensor]:
+        """:meth:`_chunk_weights` of ``scale``, kept for the next tiles of the same scale."""
+        found = self._weights.get(scale)
+        if found is None:  # two threads may both compute it: the same values
+            found = self._weights[scale] = self._chunk_weights(scale)
+        return found
+
+    def tile_slices(
+        self, chunks: list[tuple[int, int]] | None = None
+    ) -> Iterator[tuple[slice, slice]]:
+        """``(rows, cols)`` of each tile of ``chunks`` (default all), in row-major order."""
+        width = self.out_width
+        for y0, y1 in self.chunks() if chunks is None else chunks:
+            for c0 in range(0, width, self.tile_w):
+                yield slice(y0, y1), slice(c0, min(c0 + self.tile_w, width))
+
+    def values(self, rows: slice, cols: slice, scale: float, part: int = 0) -> torch.Tensor:
+        """The tile ``[rows, cols]`` of :meth:`tile_slices` times ``scale``: ``[t, c, Q]`` float32
+        in a buffer that the next tile of the same ``part`` overwrites; :meth:`prepare` first.
+
+        One matrix product of the rows' weights with the patch rows they reach.
+        """
+        assert self._values is not None, "prepare() first"
+        q = self.channels
+        ranges, table = self._scaled_weights(scale)
+        k0, k1 = ranges[rows.start // self.tile_h]
+        t, c = rows.stop - rows.start, cols.stop - cols.start
+        scratch = self.workspace.empty(
+            f"tile:{part}", (self.tile_h * self.tile_w * q,), device=self.device
+        )
+        out = scratch[: t * c * q].view(t, -1)
+        patch_rows = self._values[k0:k1, cols.start * q : cols.stop * q]
+        torch.mm(table[rows, : k1 - k0], patch_rows, out=out)
+        return out.view(t, c, q)
+
     def tiles(
         self,
         scale: float = 1.0,
@@ -352,29 +388,93 @@ class WindowResizer:
         """As :meth:`~scclip_cli.maps.postprocess.BilinearResizer.tiles`; :meth:`prepare` first."""
         if self._values is None:
             self.prepare()
-        assert self._values is not None
-        q, width = self.channels, self.out_width
-        scratch = self.workspace.empty(
-            f"tile:{part}", (self.tile_h * self.tile_w * q,), device=self.device
-        )
-        ranges, table = self._chunk_weights(scale)
-        for y0, y1 in self.chunks() if chunks is None else chunks:
-            if rows_wanted is not None and not any(rows_wanted[y0:y1]):
+        for rows, cols in self.tile_slices(chunks):
+            if rows_wanted is not None and not any(rows_wanted[rows]):
                 continue
-            k0, k1 = ranges[y0 // self.tile_h]
-            weights = table[y0:y1, : k1 - k0]
-            patch_rows = self._values[k0:k1]
-            for c0 in range(0, width, self.tile_w):
-                c1 = min(c0 + self.tile_w, width)
-                values = scratch[: (y1 - y0) * (c1 - c0) * q].view(y1 - y0, -1)
-                torch.mm(weights, patch_rows[:, c0 * q : c1 * q], out=values)
-                yield slice(y0, y1), slice(c0, c1), values.view(y1 - y0, c1 - c0, q)
+            yield rows, cols, self.values(rows, cols, scale, part)
+
+    def grid_values(
+        self, ys: torch.Tensor, xs: torch.Tensor, scale: float, rows_at_once: int
+    ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Values at the pixels ``ys × xs`` (``[n]`` and ``[m]`` int64 on the CPU, ``ys`` sorted)
+        times ``scale``: yields ``(which, values)``, ``values`` ``[len(ys[which]), m, Q]`` float32
+        of the rows ``ys[which]``, ``rows_at_once`` rows at a time, in order; :meth:`prepare`
+        first.
+
+        The arithmetic of :meth:`values` (the rows' weights, rounded once from float64, times the
+        patch rows they reach), on the columns ``xs`` only and with other matrix shapes, so the
+        rounding may differ from a tile's in the last bits.
+        """
+        assert self._values is not None, "prepare() first"
+        q, g = self.channels, len(self.rows.patches)
+        columns = self._values.view(g, self.out_width, q).index_select(1, xs.to(self.device))
+        columns = columns.view(g, -1)
+        for r0 in range(0, len(ys), rows_at_once):
+            rows = ys[r0 : r0 + rows_at_once]
+            start, weights = self.rows.start[rows], self.rows.weights[rows]  # [n], [n, m] float64
+            k0 = int(start.min())
+            k1 = min(g, int(start.max()) + weights.shape[1])
+            position = start[:, None] - k0 + torch.arange(weights.shape[1])
+            inside = position < k1 - k0  # past the last patch row, the weights are zero
+            table = torch.zeros(len(rows), k1 - k0, dtype=torch.float64)
+            table[
+                torch.arange(len(rows))[:, None].expand_as(position)[inside], position[inside]
+            ] = weights[inside]
+            table32 = (table * scale).to(device=self.device, dtype=torch.float32)
+            values = torch.mm(table32, columns[k0:k1]).view(len(rows), len(xs), q)
+            yield slice(r0, r0 + len(rows)), values
+
+    def pixel_values(self, ys: torch.Tensor, xs: torch.Tensor, scale: float) -> torch.Tensor:
+        """``[n, Q]`` float32 values at the pixels ``(ys[i], xs[i])`` (``[n]`` int64) times
+        ``scale``, as :meth:`grid_values` computes them; :meth:`prepare` first."""
+        assert self._values is not None, "prepare() first"
+        q, g = self.channels, len(self.rows.patches)
+        ranges, table = self._scaled_weights(scale)
+        k0 = torch.tensor([k for k, _ in ranges], device=self.device)
+        ys, xs = ys.to(self.device), xs.to(self.device)
+        weights = table.index_select(0, ys)  # [n, k]: zero past each row's last patch row
+        reached = k0[ys // self.tile_h][:, None] + torch.arange(
+            weights.shape[1], device=self.device
+        )
+        reached = reached.clamp_(max=g - 1)
+        patch_values = self._values.view(g, self.out_width, q)[reached, xs[:, None]]  # [n, k, Q]
+        return torch.bmm(weights[:, None, :], patch_values)[:, 0]
+
+    def confidence_floor(self, logit_scale: float) -> torch.Tensor:
+        """``[row groups, column groups]`` float64: where every patch cell that reaches the pixels
+        of a group has the same first best query ``q`` (:meth:`known_best`), the smallest of those
+        cells' probabilities of ``q`` (softmax of ``logit_scale`` × scores), else 0.
+
+        A pixel's scores are a convex combination of those cells' scores and log-sum-exp is convex,
+        so ``log p_q(pixel) >= sum_k w_k log p_q(cell_k) >= min_k log p_q(cell_k)``: its winning
+        probability is at least this floor (up to float rounding).
+        """
+        best = self._patch_best()
+        probability = torch.empty(best.shape, dtype=torch.float64, device=self.device)
+        row_of = _positions(self.rows.patches, len(self.patches.grid))
+        col_of = _positions(self.cols.patches, len(self.patches.grid[0]))
+        for i, window_row in enumerate(self.patches.grid):
+            for j, scores in enumerate(window_row):
+                logits = scores.double() * logit_scale
+                top = logits.amax(-1, keepdim=True)
+                value = 1 / (logits - top).exp().sum(-1)  # of the best query (first or not)
+                rows, cols = row_of[i].to(self.device), col_of[j].to(self.device)
+                probability[rows[:, None], cols[None, :]] = value
+        cells = probability[self.rows.reached_sets.to(self.device)]
+        cells = cells[:, :, self.cols.reached_sets.to(self.device)]
+        floor = cells.amin(dim=(1, 3))
+        return torch.where(self._known_best >= 0, floor, 0.0)
+
+    def group_values(self, table: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+        """``[n]``: ``table`` (``[row groups, column groups]``, as :meth:`confidence_floor`) at each
+        pixel of the tile ``[rows, cols]``, row-major."""
+        index = table.index_select(0, self._row_group[rows])
+        return index.index_select(1, self._col_group[cols]).reshape(-1)
 
     def known_best(self, rows: slice, cols: slice) -> torch.Tensor:
         """``[n]`` int64: the best query of each pixel of the tile ``[rows, cols]`` (row-major)
         where every patch cell reaching it has the same first best query, else -1."""
-        index = self._known_best.index_select(0, self._row_group[rows])
-        return index.index_select(1, self._col_group[cols]).reshape(-1)
+        return self.group_values(self._known_best, rows, cols)
 
 
 def _covers(spans: list[tuple[int, int]], size: int) -> bool:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import torch
 
     from scclip_cli.files.feature_cache import FeatureCache, FeatureEntry, ImageSizes
+    from scclip_cli.files.mask_io import ClassTotals
     from scclip_cli.maps.sliding_window import Window, WindowCanvas
     from scclip_cli.model.dense_features import DenseFeatureExtractor
     from scclip_cli.model.loading import DeferredClip, LoadedClip
@@ -53,10 +54,24 @@ class Segmentation:
 
     labels: np.ndarray
     """[H, W] int32 class index per pixel, in 0..K-1."""
-    confidence: np.ndarray
-    """[H, W] float32 winning class probability (after the area rule), in [0, 1]."""
+    confidence: np.ndarray | None
+    """[H, W] float32 winning class probability (after the area rule), in [0, 1]; ``None`` where
+    it was not computed (``confidence=False``)."""
     class_names: tuple[str, ...]
     """[K] class names; ``labels`` index into it."""
+    totals: ClassTotals | None = None
+    """The per-class statistics computed without a confidence map (``statistics=True``); see
+    :meth:`class_totals`."""
+
+    def class_totals(self) -> ClassTotals:
+        """Per-class pixel counts and confidence statistics: :attr:`totals`, or from the maps
+        (no confidence statistics without a confidence map). The same bits whether the confidence
+        map was computed or not (with ``statistics=True``)."""
+        if self.totals is not None:
+            return self.totals
+        from scclip_cli.files.mask_io import ClassTotals
+
+        return ClassTotals.from_maps(self.labels, self.confidence, len(self.class_names))
 
 
 @dataclass
@@ -487,7 +502,11 @@ class Segmenter:
         return next(iter(self.segment_many([image])))
 
     def segment_many(
-        self, images: Iterable[np.ndarray | PreparedImage | CachedImage]
+        self,
+        images: Iterable[np.ndarray | PreparedImage | CachedImage],
+        *,
+        confidence: bool = True,
+        statistics: bool = False,
     ) -> Iterator[Segmentation]:
         """Segment images in order, batching crops across images.
 
@@ -495,20 +514,29 @@ class Segmenter:
         what :meth:`read` made of a file (e.g. on a reader thread). Yields one
         :class:`Segmentation` per image, in input order, as soon as its last crop is scored.
 
+        ``confidence=False`` lets the confidence map out where the labels do not need it, which
+        saves most of the post-processing of large images; ``statistics=True`` makes sure that
+        :meth:`Segmentation.class_totals` has the confidence statistics. The labels (and the
+        totals) are the same bits either way.
+
         The model runs on the calling thread; between forward passes, each image whose crops are
         all scored is post-processed (overlap averaging, upsampling, labels) in parts that run at
         once (:attr:`parts`), while the model's threads wait.
         """
         for job in self._scored_jobs(images):
-            yield self._finish(job)
+            yield self._finish(job, confidence=confidence, statistics=statistics)
 
     def segment_variants(
         self,
         images: Iterable[np.ndarray | PreparedImage | CachedImage],
         protocols: Sequence[ProtocolConfig],
+        *,
+        confidence: bool = True,
+        statistics: bool = False,
     ) -> Iterator[list[Segmentation]]:
         """Segment each image once per protocol, running the model (or reading the feature cache)
-        once per image: yields, per image in order, one :class:`Segmentation` per protocol.
+        once per image: yields, per image in order, one :class:`Segmentation` per protocol
+        (``confidence`` and ``statistics`` as in :meth:`segment_many`).
 
         The protocols may differ from :attr:`protocol` in their post-processing only (logit scale,
         probability and area thresholds); each result is the same bits as :meth:`segment_many`
@@ -535,7 +563,9 @@ class Segmenter:
                 with torch.inference_mode():
                     for index in range(len(job.windows)):
                         self._add_window(variant, index, job.features[index])
-                results.append(self._finish(variant, protocol))
+                results.append(
+                    self._finish(variant, protocol, confidence=confidence, statistics=statistics)
+                )
             yield results
 
     def scores(self, image: np.ndarray | PreparedImage | CachedImage) -> np.ndarray:
@@ -706,7 +736,14 @@ class Segmenter:
         pixels = pixels.to(scores.device)
         return refine(scores, pixels, self.method.pamr_steps, self.method.pamr_dilations)
 
-    def _finish(self, job: _Job, protocol: ProtocolConfig | None = None) -> Segmentation:
+    def _finish(
+        self,
+        job: _Job,
+        protocol: ProtocolConfig | None = None,
+        *,
+        confidence: bool = True,
+        statistics: bool = False,
+    ) -> Segmentation:
         import torch
 
         from scclip_cli.maps.postprocess import labels_from_scores
@@ -721,9 +758,12 @@ class Segmenter:
                 protocol or self.protocol,
                 workspace=self.workspace,
                 runner=self.parts,
+                confidence=confidence,
+                statistics=statistics,
             )
         return Segmentation(
             labels=result.labels.cpu().numpy(),  # int32
-            confidence=result.confidence.cpu().numpy(),
+            confidence=None if result.confidence is None else result.confidence.cpu().numpy(),
             class_names=self._class_names,
+            totals=result.totals,
         )

@@ -339,7 +339,9 @@ def _evaluate_sweep(
         for setting in settings
     ]
     confusions = [plan.confusion(class_names, ignore_index) for _ in settings]
-    variants = segmenter.segment_variants(sample_images(plan.selected, segmenter), protocols)
+    variants = segmenter.segment_variants(
+        sample_images(plan.selected, segmenter), protocols, confidence=False
+    )
     for sample, results in zip(plan.selected, variants, strict=True):
         for confusion, result in zip(confusions, results, strict=True):
             problems = collect_problems(

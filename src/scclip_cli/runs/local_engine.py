@@ -35,7 +35,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,10 +237,13 @@ class _Pipeline:
         # Resizing and normalising on the reader threads too, when the segmenter offers it.
         self.read: _Read | None = getattr(segmenter, "read", None)
         self._feed_error: BaseException | None = None
+        self.confidence = False
+        """Whether some image's confidence map is written (else the segmenter skips it)."""
 
     def run(self, jobs: list[Job], *, read_workers: int) -> None:
         if not jobs:
             return
+        self.confidence = any(job.outputs.confidence is not None for job in jobs)
         writer = _Writer(self)
         writer.start()
         pool = ThreadPoolExecutor(read_workers, thread_name_prefix="scclip-read")
@@ -283,12 +286,17 @@ class _Pipeline:
 
     # segmenting -------------------------------------------------------------------------------
 
+    def _segment_many(self, images: Iterable[Any]) -> Iterator[Segmentation]:
+        """``segment_many`` with the confidence map only when it is written, and the totals of
+        the per-image statistics."""
+        return self.segmenter.segment_many(images, confidence=self.confidence, statistics=True)
+
     def _segment_all(self, decoded: Iterator[_Decoded | Failure], writer: _Writer) -> None:
         """Run ``segment_many`` over the decoded images; on a model error, retry its open images
         one by one and carry on with a fresh ``segment_many`` for the rest."""
         while True:
             taken: deque[_Decoded] = deque()
-            results = iter(self.segmenter.segment_many(self._feed(decoded, taken)))
+            results = iter(self._segment_many(self._feed(decoded, taken)))
             while True:
                 try:
                     result = next(results)
@@ -331,7 +339,7 @@ class _Pipeline:
         while taken:
             decoded = taken.popleft()
             try:
-                result = next(iter(self.segmenter.segment_many([decoded.model_input])))
+                result = next(iter(self._segment_many([decoded.model_input])))
             except Exception as err:
                 job = decoded.job
                 failure = Failure(str(job.image.path), describe_error(err), "segment", job.order)
@@ -359,14 +367,16 @@ class _Pipeline:
             if outputs.overlay is not None and decoded.rgb is not None:
                 mask_io.write_overlay_jpg(outputs.overlay, decoded.rgb, labels)
             if outputs.confidence is not None:
+                if result.confidence is None:
+                    raise RuntimeError(f"the segmenter returned no confidence ({job.image.path})")
                 mask_io.write_confidence_png(outputs.confidence, result.confidence)
-            classes = mask_io.class_statistics(labels, result.confidence, list(self.class_names))
+            totals = result.class_totals()
             record = ImageRecord(
                 str(job.image.path),
                 int(width),
                 int(height),
-                tuple(classes),
-                mean_confidence=mask_io.mean_confidence(result.confidence),
+                tuple(mask_io.class_statistics(totals, None, list(self.class_names))),
+                mean_confidence=mask_io.mean_confidence(totals),
             )
             record.write(outputs.json)
         except (OSError, ScclipError) as err:

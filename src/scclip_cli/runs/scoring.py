@@ -158,7 +158,7 @@ def segmenter_source(segmenter: Segmenter, save_pred: str | Path | None) -> Pred
     """A :data:`Predict` that segments ``sample.image`` with ``segmenter`` (streamed, batched)."""
 
     def predict(samples: Sequence[EvalSample]) -> Iterator[tuple[str, np.ndarray]]:
-        results = segmenter.segment_many(sample_images(samples, segmenter))
+        results = segmenter.segment_many(sample_images(samples, segmenter), confidence=False)
         num_classes = len(segmenter.class_names)
         for sample, seg in zip(samples, results, strict=False):
             if save_pred is not None:
