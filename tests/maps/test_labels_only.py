@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 
 import scclip_cli.files.mask_io as mask_io
+import scclip_cli.maps.window_resize as window_resize
 from scclip_cli.config import ProtocolConfig
 from scclip_cli.files.mask_io import ClassTotals, statistics_grid, statistics_step
 from scclip_cli.maps.parts import IN_ORDER, PartThreads
 from scclip_cli.maps.postprocess import labels_from_scores
-from scclip_cli.maps.sliding_window import windows
+from scclip_cli.maps.sliding_window import WindowCanvas, windows
 from scclip_cli.maps.window_resize import WindowPatches, WindowResizer
 from scclip_cli.maps.workspace import Workspace
 from support.torch_threads import torch_threads
@@ -56,6 +57,15 @@ def _run(patches, protocol, runner=IN_ORDER, **flags):
     )
 
 
+@pytest.fixture(autouse=True, params=["canvas cells", "patch cells"])
+def known_by(request, monkeypatch):
+    """Every test runs with the best queries known by cells of the resized canvas (as for big
+    photos) and by groups of patch cells (as for small ones)."""
+    ratio = 0.0 if request.param == "canvas cells" else float("inf")
+    monkeypatch.setattr(window_resize, "CANVAS_CELLS_RATIO", ratio)
+    return request.param
+
+
 @pytest.fixture
 def small_grid(monkeypatch):
     """A statistics grid of at most 2,000 pixels, so these small maps are sampled (step 8)."""
@@ -80,18 +90,20 @@ PROTOCOLS = [
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_labels_are_the_same_bits_without_the_confidence_map(protocol, seed, monkeypatch):
+def test_labels_are_the_same_bits_without_the_confidence_map(protocol, seed, monkeypatch, known_by):
     patches = _patches(seed, peak=0.3)
     full = _run(patches, protocol)
     computed = []
     values = WindowResizer.values
 
     def counted(self, *args, **kwargs):
-        computed.append(args[:2])
+        if self.out_height == OUT_H:  # not the canvas's own pass
+            computed.append(args[:2])
         return values(self, *args, **kwargs)
 
     monkeypatch.setattr(WindowResizer, "values", counted)
     labels_only = _run(patches, protocol, confidence=False)
+    assert WindowResizer(patches, OUT_H, OUT_W, 1).canvas_cells == (known_by == "canvas cells")
     assert labels_only.confidence is None
     assert torch.equal(labels_only.labels, full.labels)
     assert len(full.labels.unique()) > 1
@@ -111,13 +123,14 @@ def test_the_threshold_computes_values_only_where_a_floor_does_not_clear_it(monk
         computed = []
 
         def counted(self, *args, **kwargs):
-            computed.append(args[:2])
+            if self.out_height == OUT_H:  # not the canvas's own pass
+                computed.append(args[:2])
             return values(self, *args, **kwargs)
 
-        monkeypatch.setattr(WindowResizer, "values", counted)
         protocol = ProtocolConfig(logit_scale=50, prob_threshold=threshold)
-        labels = _run(patches, protocol, confidence=False).labels
-        monkeypatch.undo()
+        with monkeypatch.context() as patched:  # (undo() would undo the fixtures' patches too)
+            patched.setattr(WindowResizer, "values", counted)
+            labels = _run(patches, protocol, confidence=False).labels
         assert torch.equal(labels, _run(patches, protocol).labels)
         return len(computed)
 
@@ -222,3 +235,41 @@ def test_class_totals_from_maps_average_the_grid_and_whole_missing_classes(monke
     assert [s["mean_confidence"] for s in stats] == [round(35 / 48, 6), 0.3125, 0.0]
     assert mask_io.mean_confidence(totals) == round(40 / 64, 6)
     assert mask_io.mean_confidence(confidence) == round(40 / 64, 6)
+
+
+def test_canvas_cells_know_more_pixels_and_only_right_ones(monkeypatch):
+    patches = _patches(7, peak=0.3)
+    monkeypatch.setattr(window_resize, "CANVAS_CELLS_RATIO", float("inf"))
+    by_patches = WindowResizer(patches, OUT_H, OUT_W, QUERIES * 40)
+    monkeypatch.setattr(window_resize, "CANVAS_CELLS_RATIO", 0.0)
+    by_canvas = WindowResizer(patches, OUT_H, OUT_W, QUERIES * 40)
+    by_canvas.prepare()
+    known_patches = torch.cat([by_patches.known_best(r, c) for r, c in by_patches.tile_slices()])
+    known_canvas = torch.cat([by_canvas.known_best(r, c) for r, c in by_canvas.tile_slices()])
+    full = torch.cat(
+        [
+            by_canvas.values(r, c, 1.0).reshape(-1, QUERIES).argmax(-1)
+            for r, c in by_canvas.tile_slices()
+        ]
+    )
+    assert bool((known_canvas[known_patches >= 0] == known_patches[known_patches >= 0]).all())
+    assert int((known_canvas >= 0).sum()) > int((known_patches >= 0).sum())  # more known
+    assert torch.equal(known_canvas[known_canvas >= 0], full[known_canvas >= 0])
+    assert float((known_canvas >= 0).float().mean()) < 1  # and still some compared
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_labels_from_patches_are_the_canvas_routes(protocol):
+    patches = _patches(8, peak=0.3)
+    canvas = WindowCanvas(QUERIES, H, W, torch.device("cpu"))
+    for window, grid in zip(
+        windows(H, W, 112, 56), (s for row in patches.grid for s in row), strict=True
+    ):
+        canvas.add_patches(window, grid)
+    canvas.build()  # read as a whole: the bilinear route, which knows best queries by canvas cells
+    from_canvas = labels_from_scores(
+        canvas, OUT_H, OUT_W, QUERY_CLASS, CLASSES, protocol, QUERIES * 40
+    )
+    for confidence in (True, False):
+        from_patches = _run(patches, protocol, confidence=confidence)
+        assert torch.equal(from_patches.labels, from_canvas.labels)

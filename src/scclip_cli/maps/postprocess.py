@@ -66,7 +66,7 @@ from scclip_cli.config import ProtocolConfig
 from scclip_cli.files.mask_io import ClassTotals, statistics_grid, statistics_step
 from scclip_cli.maps.parts import IN_ORDER, PartRunner, split_range
 from scclip_cli.maps.sliding_window import BilinearTaps, WindowCanvas, bilinear_taps
-from scclip_cli.maps.window_resize import WindowPatches, WindowResizer, fits
+from scclip_cli.maps.window_resize import WindowPatches, WindowResizer, fits, shared_cell_best
 from scclip_cli.maps.workspace import Workspace
 
 TILE_ELEMENTS = 1 << 24
@@ -358,16 +358,6 @@ def source_best_query(
     ranges = split_range(0, source.height, runner.count)
     runner.run([partial(best_of_rows, *rows) for rows in ranges])
     return best
-
-
-def shared_cell_best(best: torch.Tensor) -> torch.Tensor:
-    """``[h, w]`` int64 best query of each source pixel → the same where the pixel, its right and
-    lower neighbours and the one diagonally below share it (the last row and column count as
-    their own neighbours, as bilinear taps clamp there), else -1."""
-    down = torch.cat([best[1:], best[-1:]])
-    shared = best == down
-    shared[:, :-1] &= (best[:, :-1] == best[:, 1:]) & (best[:, :-1] == down[:, 1:])
-    return torch.where(shared, best, -1)
 
 
 class Resizer(Protocol):

@@ -38,7 +38,7 @@ the canvas's size for a 12-megapixel photo; :func:`fits` sends larger images to 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from itertools import pairwise
@@ -52,6 +52,11 @@ from scclip_cli.maps.workspace import Workspace
 MAX_CANVAS_RATIO = 2.0
 """The patch rows may take at most this many times the memory of the resized canvas
 (``h × w × Q``) they replace; larger (very wide) outputs take the canvas route."""
+
+CANVAS_CELLS_RATIO = 4.0
+"""Best queries are known by cells of the resized canvas (one extra pass over the canvas's
+``h × w × Q`` values) where the output has at least this many times the canvas's pixels, else by
+groups of patch cells (free, coarser). Measured in docs/performance-cache.md ("Big photos")."""
 
 MIN_TILE_ROWS = 8
 """Output rows per tile at least: a tile reads about six patch rows (of its columns), so tiles of
@@ -210,7 +215,11 @@ class WindowResizer:
         out_width: int,
         tile_elements: int,
         workspace: Workspace | None = None,
+        *,
+        cells: bool = True,
     ) -> None:
+        """``cells``: know best queries by canvas cells where it pays (see
+        :meth:`_canvas_known_best`); ``False``: by patch cells only."""
         self.patches = patches
         self.workspace = workspace or Workspace()
         self.out_height, self.out_width = out_height, out_width
@@ -230,7 +239,16 @@ class WindowResizer:
             out_height, max(MIN_TILE_ROWS, tile_elements // (out_width * self.channels))
         )
         self.tile_w = min(out_width, max(1, tile_elements // (self.tile_h * self.channels)))
-        self._known_best, self._row_group, self._col_group = self._known_best_table()
+        self.tile_elements = tile_elements
+        self.canvas_cells = cells and (
+            out_height * out_width >= CANVAS_CELLS_RATIO * patches.height * patches.width
+        )
+        """Whether the best queries are known by cells of the resized canvas (see
+        :meth:`_canvas_known_best`) rather than by groups of patch cells."""
+        self._known_best: torch.Tensor | None = None
+        self._row_group = self._col_group = torch.empty(0, dtype=torch.long)
+        if not self.canvas_cells:
+            self._known_best, self._row_group, self._col_group = self._known_best_table()
         self.bound: float | None = max(float(s.abs().max()) for row in grid for s in row)
         """The largest patch score magnitude: every output value blends patch scores with
         non-negative weights that sum to one."""
@@ -251,20 +269,52 @@ class WindowResizer:
     def _patch_best(self) -> torch.Tensor:
         """``[G_rows, G_cols]`` int64: the first best query of every patch cell, by patch positions
         (:class:`AxisMap`)."""
-        grid = self.patches.grid
-        best = torch.empty(
-            len(self.rows.patches), len(self.cols.patches), dtype=torch.long, device=self.device
-        )
-        row_of = _positions(self.rows.patches, len(grid))
-        col_of = _positions(self.cols.patches, len(grid[0]))
-        for i, window_row in enumerate(grid):
-            for j, scores in enumerate(window_row):
-                rows, cols = row_of[i].to(self.device), col_of[j].to(self.device)
-                best[rows[:, None], cols[None, :]] = scores.argmax(-1)  # the first of equal maxima
-        return best
+        return self._patch_scores().argmax(-1)  # the first of equal maxima
+
+    def _canvas_resizer(self) -> WindowResizer:
+        """The same patches to the resized canvas's own size (with patch-cell groups)."""
+        p = self.patches
+        small = WindowResizer(p, p.height, p.width, self.tile_elements, Workspace(), cells=False)
+        return small
+
+    def _canvas_pass(
+        self, runner: PartRunner, reduce: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype
+    ) -> torch.Tensor:
+        """``reduce`` (``[n, Q]`` values → ``[n]``) of the canvas's values at every pixel of the
+        resized canvas: ``[h, w]`` of ``dtype``, in parts run by ``runner``."""
+        small = self._canvas_resizer()
+        small.prepare(runner)
+        out = torch.empty(self.patches.height, self.patches.width, dtype=dtype, device=self.device)
+        chunks = small.chunks()
+
+        def part(index: int, start: int, stop: int) -> None:
+            for rows, cols, values in small.tiles(1.0, None, chunks[start:stop], index):
+                out[rows, cols] = reduce(values.view(-1, self.channels)).view(
+                    rows.stop - rows.start, cols.stop - cols.start
+                )
+
+        ranges = split_range(0, len(chunks), runner.count)
+        runner.run([partial(part, i, a, b) for i, (a, b) in enumerate(ranges)])
+        return out
+
+    def _canvas_known_best(self, runner: PartRunner = IN_ORDER) -> None:
+        """The known best queries by cells of the resized canvas: each output pixel is a bilinear
+        blend (non-negative weights) of the four canvas pixels around it, so where those share
+        their first best query ``q``, ``q`` is the pixel's too (up to float rounding: queries
+        within a few units in the last place of ``q`` could come out ahead). Near an image's
+        class boundaries this knows several times more pixels than the patch cells do, for one
+        pass over the canvas (``h × w × Q``), which pays where the output is
+        :data:`CANVAS_CELLS_RATIO` times larger or more."""
+        best = self._canvas_pass(runner, lambda values: values.max(dim=-1).indices, torch.long)
+        self._known_best = shared_cell_best(best)
+        self._row_group = bilinear_taps(self.out_height, self.patches.height).lo.to(self.device)
+        self._col_group = bilinear_taps(self.out_width, self.patches.width).lo.to(self.device)
 
     def prepare(self, runner: PartRunner = IN_ORDER) -> None:
-        """Compute the patch rows (``[G, W · Q]``), in parts run by ``runner``."""
+        """Compute the known best queries (by canvas cells, :attr:`canvas_cells`) and the patch
+        rows (``[G, W · Q]``), in parts run by ``runner``."""
+        if self._known_best is None:
+            self._canvas_known_best(runner)
         q, width = self.channels, self.out_width
         self._values = self.workspace.empty(
             "patch rows", (len(self.rows.patches), width * q), device=self.device
@@ -440,30 +490,53 @@ class WindowResizer:
         patch_values = self._values.view(g, self.out_width, q)[reached, xs[:, None]]  # [n, k, Q]
         return torch.bmm(weights[:, None, :], patch_values)[:, 0]
 
-    def confidence_floor(self, logit_scale: float) -> torch.Tensor:
-        """``[row groups, column groups]`` float64: where every patch cell that reaches the pixels
-        of a group has the same first best query ``q`` (:meth:`known_best`), the smallest of those
-        cells' probabilities of ``q`` (softmax of ``logit_scale`` × scores), else 0.
+    def confidence_floor(self, logit_scale: float, runner: PartRunner = IN_ORDER) -> torch.Tensor:
+        """A table like :meth:`known_best`'s (by canvas cells or patch-cell groups) of float64:
+        where the cells reaching a pixel share their first best query ``q``, the smallest of
+        their probabilities of ``q`` (softmax of ``logit_scale`` × scores), else 0.
 
-        A pixel's scores are a convex combination of those cells' scores and log-sum-exp is convex,
-        so ``log p_q(pixel) >= sum_k w_k log p_q(cell_k) >= min_k log p_q(cell_k)``: its winning
-        probability is at least this floor (up to float rounding).
+        A pixel's scores are a convex combination of those cells' scores and log-sum-exp is
+        convex, so ``log p_q(pixel) >= sum_k w_k log p_q(cell_k) >= min_k log p_q(cell_k)``: its
+        winning probability is at least this floor (up to float rounding).
         """
-        best = self._patch_best()
-        probability = torch.empty(best.shape, dtype=torch.float64, device=self.device)
-        row_of = _positions(self.rows.patches, len(self.patches.grid))
-        col_of = _positions(self.cols.patches, len(self.patches.grid[0]))
-        for i, window_row in enumerate(self.patches.grid):
-            for j, scores in enumerate(window_row):
-                logits = scores.double() * logit_scale
-                top = logits.amax(-1, keepdim=True)
-                value = 1 / (logits - top).exp().sum(-1)  # of the best query (first or not)
+        known = self._ensure_known()
+
+        def top_probability(values: torch.Tensor) -> torch.Tensor:
+            logits = values.double() * logit_scale
+            return 1 / (logits - logits.amax(-1, keepdim=True)).exp().sum(-1)
+
+        if self.canvas_cells:
+            probability = self._canvas_pass(runner, top_probability, torch.float64)
+            down = torch.cat([probability[1:], probability[-1:]])
+            floor = torch.minimum(probability, down)
+            floor[:, :-1] = torch.minimum(floor[:, :-1], floor[:, 1:])
+        else:
+            probability = top_probability(self._patch_scores())
+            cells = probability[self.rows.reached_sets.to(self.device)]
+            cells = cells[:, :, self.cols.reached_sets.to(self.device)]
+            floor = cells.amin(dim=(1, 3))
+        return torch.where(known >= 0, floor, 0.0)
+
+    def _patch_scores(self) -> torch.Tensor:
+        """``[G_rows, G_cols, Q]`` float32: every patch cell's scores, by patch positions
+        (:class:`AxisMap`)."""
+        grid = self.patches.grid
+        scores = torch.empty(
+            len(self.rows.patches), len(self.cols.patches), self.channels, device=self.device
+        )
+        row_of = _positions(self.rows.patches, len(grid))
+        col_of = _positions(self.cols.patches, len(grid[0]))
+        for i, window_row in enumerate(grid):
+            for j, cell_scores in enumerate(window_row):
                 rows, cols = row_of[i].to(self.device), col_of[j].to(self.device)
-                probability[rows[:, None], cols[None, :]] = value
-        cells = probability[self.rows.reached_sets.to(self.device)]
-        cells = cells[:, :, self.cols.reached_sets.to(self.device)]
-        floor = cells.amin(dim=(1, 3))
-        return torch.where(self._known_best >= 0, floor, 0.0)
+                scores[rows[:, None], cols[None, :]] = cell_scores
+        return scores
+
+    def _ensure_known(self) -> torch.Tensor:
+        if self._known_best is None:
+            self._canvas_known_best()
+        assert self._known_best is not None
+        return self._known_best
 
     def group_values(self, table: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
         """``[n]``: ``table`` (``[row groups, column groups]``, as :meth:`confidence_floor`) at each
@@ -474,7 +547,7 @@ class WindowResizer:
     def known_best(self, rows: slice, cols: slice) -> torch.Tensor:
         """``[n]`` int64: the best query of each pixel of the tile ``[rows, cols]`` (row-major)
         where every patch cell reaching it has the same first best query, else -1."""
-        return self.group_values(self._known_best, rows, cols)
+        return self.group_values(self._ensure_known(), rows, cols)
 
 
 def _covers(spans: list[tuple[int, int]], size: int) -> bool:
@@ -505,3 +578,13 @@ def _resize_width(rows: torch.Tensor, width: int, out: torch.Tensor) -> torch.Te
         rows.permute(2, 0, 1)[None], [n, width], False, None, None, out=result.permute(0, 3, 1, 2)
     )
     return result[0]
+
+
+def shared_cell_best(best: torch.Tensor) -> torch.Tensor:
+    """``[h, w]`` int64 best query of each source pixel → the same where the pixel, its right and
+    lower neighbours and the one diagonally below share it (the last row and column count as
+    their own neighbours, as bilinear taps clamp there), else -1."""
+    down = torch.cat([best[1:], best[-1:]])
+    shared = best == down
+    shared[:, :-1] &= (best[:, :-1] == best[:, 1:]) & (best[:, :-1] == down[:, 1:])
+    return torch.where(shared, best, -1)
