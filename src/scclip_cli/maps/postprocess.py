@@ -331,16 +331,6 @@ def _best_query(logits: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor,
     return best.mul_(inverse_sum), index
 
 
-def _winning_probability(logits: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """``[...]`` float32 probability of each pixel's best query (of the kept ones, with ``keep``:
-    see :func:`_best_query`), from ``[..., Q]`` logits in base 2 (overwritten)."""
-    if keep is not None:
-        return _best_query(logits, keep)[0]
-    # the best term is 2^0 = 1: p_best = 1 / sum_q 2^(l_q - l_best), no index needed
-    exp = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp2_()
-    return exp.sum(dim=-1).reciprocal_()
-
-
 def source_best_query(
     source: ScoreRows, band_elements: int, runner: PartRunner = IN_ORDER
 ) -> torch.Tensor:
@@ -713,6 +703,28 @@ class _TileFill:
         flat.sub_(flat.gather(1, index[:, None])).exp2_()
         return flat.sum(1).reciprocal_()
 
+    def box_best(
+        self, resizer: WindowResizer, rows: slice, cols: slice, index: torch.Tensor, part: int
+    ) -> None:
+        """Fill the unknown (-1) entries of a tile's ``index`` (``[t · c]`` int64) with their first
+        best queries, compared among values computed for the smallest box of the tile's pixels
+        that holds them (whether or not the tile's values are computed too: the labels are then
+        the same bits with or without the confidence map)."""
+        t, c = rows.stop - rows.start, cols.stop - cols.start
+        grid = index.view(t, c)
+        unknown = grid < 0
+        in_rows = torch.nonzero(unknown.any(1))[:, 0]
+        in_cols = torch.nonzero(unknown.any(0))[:, 0]
+        r0, r1 = int(in_rows[0]), int(in_rows[-1]) + 1
+        c0, c1 = int(in_cols[0]), int(in_cols[-1]) + 1
+        box_rows = slice(rows.start + r0, rows.start + r1)
+        box_cols = slice(cols.start + c0, cols.start + c1)
+        values = resizer.values(box_rows, box_cols, self.scale, part, buffer="box")
+        wanted = unknown[r0:r1, c0:c1]
+        positions = torch.nonzero(wanted.reshape(-1))[:, 0]
+        best = _first_best(values.view(-1, self.q).index_select(0, positions))
+        grid[r0:r1, c0:c1][wanted] = best
+
     def best_queries(
         self,
         rows: slice,
@@ -722,17 +734,17 @@ class _TileFill:
         part: int = 0,
     ) -> torch.Tensor:
         """``[n]`` int64 first best query of each pixel of a tile: known where the resizer knows
-        it, else compared among the tile's ``logits`` (``[n, Q]``, left as they are; ``None``:
-        computed here, only where needed, from a
-        :class:`~scclip_cli.maps.window_resize.WindowResizer`; ``straddling``: a buffer of a tile's
-        size)."""
+        it, else compared: from a :class:`~scclip_cli.maps.window_resize.WindowResizer`, by
+        :meth:`box_best`; otherwise among the tile's ``logits`` (``[n, Q]``, left as they are;
+        ``straddling``: a buffer of a tile's size)."""
         index = self.resizer.known_best(rows, cols)
         others = torch.nonzero(index < 0)[:, 0]
         if not others.numel():
             return index
-        if logits is None:  # labels only: the tile's values, as with the confidence map
-            assert isinstance(self.resizer, WindowResizer)
-            logits = self.resizer.values(rows, cols, self.scale, part).view(-1, self.q)
+        if isinstance(self.resizer, WindowResizer):
+            self.box_best(self.resizer, rows, cols, index, part)
+            return index
+        assert logits is not None
         subset = torch.index_select(
             logits, 0, others, out=straddling[: others.numel() * self.q].view(-1, self.q)
         )
@@ -768,8 +780,19 @@ def _sampled_totals(
     sampled = torch.empty(len(ys), len(xs), dtype=torch.float32, device=fill.labels.device)
 
     def confidence_of(start: int, stop: int) -> None:
+        known = resizer.known_best_at(ys[start:stop], xs) if keep is None else None
         for which, values in resizer.grid_values(ys[start:stop], xs, fill.scale, SAMPLE_ROWS):
-            sampled[start + which.start : start + which.stop] = _winning_probability(values, keep)
+            rows = slice(start + which.start, start + which.stop)
+            if keep is not None:  # the area rule: the best kept query
+                sampled[rows] = _best_query(values, keep)[0]
+                continue
+            assert known is not None
+            flat = values.view(-1, fill.q)
+            index = known[which].reshape(-1)  # (rows used once: writing into them is fine)
+            others = torch.nonzero(index < 0)[:, 0]
+            if others.numel():
+                index[others] = _first_best(flat.index_select(0, others))
+            sampled[rows] = fill.tile_confidence(flat, index).view(-1, len(xs))
 
     runs = split_range(0, -(-len(ys) // SAMPLE_ROWS), runner.count)  # whole runs per part
     runner.run(
@@ -788,7 +811,10 @@ def _sampled_totals(
         for start in range(0, len(where), EXTRA_PIXELS):
             part = where[start : start + EXTRA_PIXELS]
             values = resizer.pixel_values(part[:, 0], part[:, 1], fill.scale)
-            extra.append(_winning_probability(values, keep))
+            if keep is None:
+                extra.append(fill.tile_confidence(values, _first_best(values)))
+            else:
+                extra.append(_best_query(values, keep)[0])
         extra_confidence = torch.cat(extra)
     return ClassTotals.from_samples(
         pixels.cpu().numpy(),

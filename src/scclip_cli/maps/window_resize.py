@@ -409,9 +409,12 @@ class WindowResizer:
             for c0 in range(0, width, self.tile_w):
                 yield slice(y0, y1), slice(c0, min(c0 + self.tile_w, width))
 
-    def values(self, rows: slice, cols: slice, scale: float, part: int = 0) -> torch.Tensor:
-        """The tile ``[rows, cols]`` of :meth:`tile_slices` times ``scale``: ``[t, c, Q]`` float32
-        in a buffer that the next tile of the same ``part`` overwrites; :meth:`prepare` first.
+    def values(
+        self, rows: slice, cols: slice, scale: float, part: int = 0, buffer: str = "tile"
+    ) -> torch.Tensor:
+        """The pixels ``[rows, cols]`` (a tile of :meth:`tile_slices` or part of one) times
+        ``scale``: ``[t, c, Q]`` float32 in the workspace buffer ``buffer`` of ``part``, which the
+        next call with the same two overwrites; :meth:`prepare` first.
 
         One matrix product of the rows' weights with the patch rows they reach.
         """
@@ -421,7 +424,7 @@ class WindowResizer:
         k0, k1 = ranges[rows.start // self.tile_h]
         t, c = rows.stop - rows.start, cols.stop - cols.start
         scratch = self.workspace.empty(
-            f"tile:{part}", (self.tile_h * self.tile_w * q,), device=self.device
+            f"{buffer}:{part}", (self.tile_h * self.tile_w * q,), device=self.device
         )
         out = scratch[: t * c * q].view(t, -1)
         patch_rows = self._values[k0:k1, cols.start * q : cols.stop * q]
@@ -537,6 +540,13 @@ class WindowResizer:
             self._canvas_known_best()
         assert self._known_best is not None
         return self._known_best
+
+    def known_best_at(self, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+        """``[n, m]`` int64: :meth:`known_best` at the pixels ``ys × xs`` (``[n]``, ``[m]``
+        int64)."""
+        table = self._ensure_known()
+        rows = table.index_select(0, self._row_group[ys.to(self.device)])
+        return rows.index_select(1, self._col_group[xs.to(self.device)])
 
     def group_values(self, table: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
         """``[n]``: ``table`` (``[row groups, column groups]``, as :meth:`confidence_floor`) at each
