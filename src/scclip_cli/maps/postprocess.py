@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -479,18 +479,33 @@ def labels_from_scores(
     full = confidence or not isinstance(resizer, WindowResizer) or (statistics and not sampled)
     fill = _TileFill.start(resizer, q, out_height, out_width, to_class, protocol, workspace, full)
     chunk_parts = _chunk_parts(resizer, runner.count, out_height)
-    fill.run(runner, chunk_parts, None, None)
+    grid = None
+    if statistics and sampled:
+        assert isinstance(resizer, WindowResizer)
+        grid = _GridConfidence(resizer, fill)
+    grid_done = False
+    if grid is not None and fill.confidence is None and runner.count > 1:
+        # Labels without the map are bound by Python's per-tile work (more parts only wait for
+        # each other); the grid's probabilities are long tensor operations: run them side by side.
+        every_chunk = [chunk for part in chunk_parts for chunk in part]
+        labels_job: Callable[[], None] = partial(fill.run_labels, 0, every_chunk)
+        runner.run([labels_job, *grid.jobs(runner.count - 1, None)])
+        grid_done = True
+    else:
+        fill.run(runner, chunk_parts, None, None)
     keep_query = None
     if protocol.area_threshold is not None and num_classes > 1:
         keep_class = _classes_kept_by_area(fill.labels, num_classes, protocol.area_threshold)
         if keep_class is not None:
             keep_query = keep_class[query_class].to(torch.float32)
             fill.run(runner, chunk_parts, keep_query, ~keep_class)
+            grid_done = False  # the probabilities of the kept queries
     fill.threshold()
     totals = None
-    if statistics and sampled:
-        assert isinstance(resizer, WindowResizer)
-        totals = _sampled_totals(resizer, fill, num_classes, keep_query, runner)
+    if grid is not None:
+        if not grid_done:
+            runner.run(grid.jobs(runner.count, keep_query))
+        totals = grid.totals(num_classes, keep_query)
     return LabelMap(fill.labels, fill.confidence, totals)
 
 
@@ -760,31 +775,45 @@ EXTRA_PIXELS = 4096
 few patch rows it reaches (about 25 MB for 4,096 pixels, 150 queries)."""
 
 
-def _sampled_totals(
-    resizer: WindowResizer,
-    fill: _TileFill,
-    num_classes: int,
-    keep: torch.Tensor | None,
-    runner: PartRunner,
-) -> ClassTotals:
-    """:class:`~scclip_cli.files.mask_io.ClassTotals` of the final labels, the confidence computed
-    at the pixels of the statistics grid only (and at every pixel of a class that has none there):
-    the probability of the best query kept by the area rule, as the confidence map holds it.
+class _GridConfidence:
+    """The winning probability at the pixels of the statistics grid
+    (:func:`~scclip_cli.files.mask_io.statistics_grid`), computed there only, and the
+    :class:`~scclip_cli.files.mask_io.ClassTotals` made of it.
 
-    The grid's rows go in runs of :data:`SAMPLE_ROWS`, the same however they are split into parts.
+    The probability is that of the best query kept by the area rule, as the confidence map holds
+    it. The grid's rows go in runs of :data:`SAMPLE_ROWS`, the same however they are split into
+    parts, and a pixel's value does not depend on the labels: the runs can go while the labels
+    are being filled.
     """
-    height, width = fill.labels.shape
-    row_slice, col_slice = statistics_grid(height, width)
-    ys = torch.arange(height)[row_slice]
-    xs = torch.arange(width)[col_slice]
-    sampled = torch.empty(len(ys), len(xs), dtype=torch.float32, device=fill.labels.device)
 
-    def confidence_of(start: int, stop: int) -> None:
+    def __init__(self, resizer: WindowResizer, fill: _TileFill) -> None:
+        height, width = fill.labels.shape
+        self.resizer, self.fill = resizer, fill
+        self.row_slice, self.col_slice = statistics_grid(height, width)
+        self.ys = torch.arange(height)[self.row_slice]
+        self.xs = torch.arange(width)[self.col_slice]
+        self.values = torch.empty(
+            len(self.ys), len(self.xs), dtype=torch.float32, device=fill.labels.device
+        )
+        """``[n, m]`` float32: the probability at each grid pixel."""
+
+    def jobs(self, parts: int, keep: torch.Tensor | None) -> list[Callable[[], None]]:
+        """The computation of :attr:`values` in at most ``parts`` parts (``keep``: ``[Q]`` 0/1
+        queries the area rule keeps, ``None`` for all)."""
+        runs = split_range(0, -(-len(self.ys) // SAMPLE_ROWS), parts)  # whole runs per part
+        end = len(self.ys)
+        return [
+            partial(self.fill_rows, a * SAMPLE_ROWS, min(end, b * SAMPLE_ROWS), keep)
+            for a, b in runs
+        ]
+
+    def fill_rows(self, start: int, stop: int, keep: torch.Tensor | None) -> None:
+        resizer, fill, ys, xs = self.resizer, self.fill, self.ys, self.xs
         known = resizer.known_best_at(ys[start:stop], xs) if keep is None else None
         for which, values in resizer.grid_values(ys[start:stop], xs, fill.scale, SAMPLE_ROWS):
             rows = slice(start + which.start, start + which.stop)
             if keep is not None:  # the area rule: the best kept query
-                sampled[rows] = _best_query(values, keep)[0]
+                self.values[rows] = _best_query(values, keep)[0]
                 continue
             assert known is not None
             flat = values.view(-1, fill.q)
@@ -792,37 +821,36 @@ def _sampled_totals(
             others = torch.nonzero(index < 0)[:, 0]
             if others.numel():
                 index[others] = _first_best(flat.index_select(0, others))
-            sampled[rows] = fill.tile_confidence(flat, index).view(-1, len(xs))
+            self.values[rows] = fill.tile_confidence(flat, index).view(-1, len(xs))
 
-    runs = split_range(0, -(-len(ys) // SAMPLE_ROWS), runner.count)  # whole runs per part
-    runner.run(
-        [partial(confidence_of, a * SAMPLE_ROWS, min(len(ys), b * SAMPLE_ROWS)) for a, b in runs]
-    )
-    labels = fill.labels
-    pixels = torch.bincount(labels.flatten(), minlength=num_classes)
-    grid_labels = labels[row_slice, col_slice]
-    counts = torch.bincount(grid_labels.flatten(), minlength=num_classes)
-    missing = (pixels > 0) & (counts == 0)
-    extra_labels = extra_confidence = None
-    if bool(missing.any()):  # classes no grid pixel shows: all their pixels
-        where = torch.nonzero(missing[labels])
-        extra_labels = labels[where[:, 0], where[:, 1]]
-        extra = []
-        for start in range(0, len(where), EXTRA_PIXELS):
-            part = where[start : start + EXTRA_PIXELS]
-            values = resizer.pixel_values(part[:, 0], part[:, 1], fill.scale)
-            if keep is None:
-                extra.append(fill.tile_confidence(values, _first_best(values)))
-            else:
-                extra.append(_best_query(values, keep)[0])
-        extra_confidence = torch.cat(extra)
-    return ClassTotals.from_samples(
-        pixels.cpu().numpy(),
-        grid_labels.cpu().numpy(),
-        sampled.cpu().numpy(),
-        None if extra_labels is None else extra_labels.cpu().numpy(),
-        None if extra_confidence is None else extra_confidence.cpu().numpy(),
-    )
+    def totals(self, num_classes: int, keep: torch.Tensor | None) -> ClassTotals:
+        """The totals of the final labels: counts over every pixel, confidence over the grid's
+        pixels, and over every pixel of a class that has none there."""
+        labels, resizer, fill = self.fill.labels, self.resizer, self.fill
+        pixels = torch.bincount(labels.flatten(), minlength=num_classes)
+        grid_labels = labels[self.row_slice, self.col_slice]
+        counts = torch.bincount(grid_labels.flatten(), minlength=num_classes)
+        missing = (pixels > 0) & (counts == 0)
+        extra_labels = extra_confidence = None
+        if bool(missing.any()):  # classes no grid pixel shows: all their pixels
+            where = torch.nonzero(missing[labels])
+            extra_labels = labels[where[:, 0], where[:, 1]]
+            extra = []
+            for start in range(0, len(where), EXTRA_PIXELS):
+                part = where[start : start + EXTRA_PIXELS]
+                values = resizer.pixel_values(part[:, 0], part[:, 1], fill.scale)
+                if keep is None:
+                    extra.append(fill.tile_confidence(values, _first_best(values)))
+                else:
+                    extra.append(_best_query(values, keep)[0])
+            extra_confidence = torch.cat(extra)
+        return ClassTotals.from_samples(
+            pixels.cpu().numpy(),
+            grid_labels.cpu().numpy(),
+            self.values.cpu().numpy(),
+            None if extra_labels is None else extra_labels.cpu().numpy(),
+            None if extra_confidence is None else extra_confidence.cpu().numpy(),
+        )
 
 
 def upsample_scores(
