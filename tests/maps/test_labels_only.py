@@ -276,3 +276,22 @@ def test_labels_from_patches_are_the_canvas_routes(protocol):
     for confidence in (True, False):
         from_patches = _run(patches, protocol, confidence=confidence)
         assert torch.equal(from_patches.labels, from_canvas.labels)
+
+
+def test_with_the_map_each_tile_is_computed_once_where_patch_cells_are_known(monkeypatch, known_by):
+    """With patch cells (small outputs, many pixels to compare), the labels compare among the
+    tile's own values; by canvas cells, among a box of the few pixels that need it."""
+    patches = _patches(9, peak=0.3)
+    calls = []
+    values = WindowResizer.values
+
+    def counted(self, rows, cols, scale, part=0, buffer="tile"):
+        if self.out_height == OUT_H:
+            calls.append(buffer)
+        return values(self, rows, cols, scale, part, buffer)
+
+    monkeypatch.setattr(WindowResizer, "values", counted)
+    _run(patches, ProtocolConfig(logit_scale=50))
+    tiles = sum(1 for _ in WindowResizer(patches, OUT_H, OUT_W, QUERIES * 40).tile_slices())
+    assert calls.count("tile") == tiles
+    assert (calls.count("box") > 0) == (known_by == "canvas cells")

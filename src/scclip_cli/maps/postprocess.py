@@ -749,17 +749,24 @@ class _TileFill:
         part: int = 0,
     ) -> torch.Tensor:
         """``[n]`` int64 first best query of each pixel of a tile: known where the resizer knows
-        it, else compared: from a :class:`~scclip_cli.maps.window_resize.WindowResizer`, by
-        :meth:`box_best`; otherwise among the tile's ``logits`` (``[n, Q]``, left as they are;
-        ``straddling``: a buffer of a tile's size)."""
+        it, else compared: by :meth:`box_best` where a
+        :class:`~scclip_cli.maps.window_resize.WindowResizer` knows best queries by canvas cells;
+        otherwise among the tile's ``logits`` (``[n, Q]``, left as they are; ``None``: computed
+        here from a :class:`~scclip_cli.maps.window_resize.WindowResizer`, as with the confidence
+        map; ``straddling``: a buffer of a tile's size). Either way the same bits with or without
+        the confidence map."""
         index = self.resizer.known_best(rows, cols)
         others = torch.nonzero(index < 0)[:, 0]
         if not others.numel():
             return index
-        if isinstance(self.resizer, WindowResizer):
-            self.box_best(self.resizer, rows, cols, index, part)
+        resizer = self.resizer
+        if isinstance(resizer, WindowResizer) and resizer.canvas_cells:
+            # few pixels to compare, in few places: the box around them, with or without the map
+            self.box_best(resizer, rows, cols, index, part)
             return index
-        assert logits is not None
+        if logits is None:  # labels only: the tile's values, as with the confidence map
+            assert isinstance(resizer, WindowResizer)
+            logits = resizer.values(rows, cols, self.scale, part).view(-1, self.q)
         subset = torch.index_select(
             logits, 0, others, out=straddling[: others.numel() * self.q].view(-1, self.q)
         )
