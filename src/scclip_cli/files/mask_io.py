@@ -264,8 +264,8 @@ class ClassTotals:
 
     Confidence is averaged over the pixels of a grid (every ``step``-th row and column, see
     :func:`statistics_step`), and for a class with no pixel on it, over all its pixels: at full
-    resolution a 12-megapixel map would need every pixel's softmax over all queries for statistics
-    that a million pixels already fix to about three decimals.
+    resolution a 12-megapixel map would need every pixel's softmax over all queries, for means
+    that a grid of a million pixels estimates closely (docs/performance-cache.md, "Big photos").
     """
 
     pixels: np.ndarray

@@ -26,11 +26,13 @@ This takes well over half the post-processing time off a photo-sized image
 (docs/performance.md).
 
 The arithmetic differs from the reference's only in float rounding (the weights are combined in
-float64 and rounded once). The best query is known without comparing queries wherever every patch
-cell that reaches an output pixel (with a non-zero weight) has the same first best query ``q``: the
+float64 and rounded once). The best query is known without comparing queries wherever every cell
+that reaches an output pixel (with a non-zero weight) has the same first best query ``q``: the
 pixel's scores blend those cells' scores with non-negative weights, so ``q`` is its best too, up to
-float rounding (queries within a few units in the last place of ``q`` could come out ahead).
-Only the other pixels, near boundaries of the patch-level labels, compare all queries.
+float rounding (queries within a few units in the last place of ``q`` could come out ahead). The
+cells are patch cells (free), or, for outputs :data:`CANVAS_CELLS_RATIO` times the resized canvas
+or larger, the four canvas pixels around the output pixel (one pass over the canvas, several times
+more pixels known). Only the other pixels, near boundaries of the labels, compare all queries.
 
 Memory: ``G × W × Q`` float32 for the patch rows (``G`` about an eighth of the resized height), about
 the canvas's size for a 12-megapixel photo; :func:`fits` sends larger images to the canvas route.

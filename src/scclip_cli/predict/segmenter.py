@@ -514,7 +514,7 @@ class Segmenter:
         what :meth:`read` made of a file (e.g. on a reader thread). Yields one
         :class:`Segmentation` per image, in input order, as soon as its last crop is scored.
 
-        ``confidence=False`` lets the confidence map out where the labels do not need it, which
+        ``confidence=False`` leaves the confidence map out where the labels do not need it, which
         saves most of the post-processing of large images; ``statistics=True`` makes sure that
         :meth:`Segmentation.class_totals` has the confidence statistics. The labels (and the
         totals) are the same bits either way.
