@@ -719,26 +719,28 @@ class _TileFill:
         return flat.sum(1).reciprocal_()
 
     def box_best(
-        self, resizer: WindowResizer, rows: slice, cols: slice, index: torch.Tensor, part: int
+        self,
+        resizer: WindowResizer,
+        rows: slice,
+        cols: slice,
+        index: torch.Tensor,
+        where: torch.Tensor,
+        part: int,
     ) -> None:
-        """Fill the unknown (-1) entries of a tile's ``index`` (``[t · c]`` int64) with their first
-        best queries, compared among values computed for the smallest box of the tile's pixels
-        that holds them (whether or not the tile's values are computed too: the labels are then
-        the same bits with or without the confidence map)."""
-        t, c = rows.stop - rows.start, cols.stop - cols.start
-        grid = index.view(t, c)
-        unknown = grid < 0
-        in_rows = torch.nonzero(unknown.any(1))[:, 0]
-        in_cols = torch.nonzero(unknown.any(0))[:, 0]
-        r0, r1 = int(in_rows[0]), int(in_rows[-1]) + 1
-        c0, c1 = int(in_cols[0]), int(in_cols[-1]) + 1
+        """Fill the unknown entries ``where`` (``[u]`` int64 positions, row-major) of a tile's
+        ``index`` (``[t · c]`` int64) with their first best queries, compared among values
+        computed for the smallest box of the tile's pixels that holds them (whether or not the
+        tile's values are computed too: the labels are then the same bits with or without the
+        confidence map)."""
+        c = cols.stop - cols.start
+        ys, xs = where.div(c, rounding_mode="floor"), where.remainder(c)
+        low, high = torch.stack([ys, xs]).aminmax(dim=1)
+        (r0, c0), (r1, c1) = low.tolist(), (high + 1).tolist()
         box_rows = slice(rows.start + r0, rows.start + r1)
         box_cols = slice(cols.start + c0, cols.start + c1)
         values = resizer.values(box_rows, box_cols, self.scale, part, buffer="box")
-        wanted = unknown[r0:r1, c0:c1]
-        positions = torch.nonzero(wanted.reshape(-1))[:, 0]
-        best = _first_best(values.view(-1, self.q).index_select(0, positions))
-        grid[r0:r1, c0:c1][wanted] = best
+        in_box = (ys - r0) * (c1 - c0) + (xs - c0)
+        index[where] = _first_best(values.view(-1, self.q).index_select(0, in_box))
 
     def best_queries(
         self,
@@ -762,7 +764,7 @@ class _TileFill:
         resizer = self.resizer
         if isinstance(resizer, WindowResizer) and resizer.canvas_cells:
             # few pixels to compare, in few places: the box around them, with or without the map
-            self.box_best(resizer, rows, cols, index, part)
+            self.box_best(resizer, rows, cols, index, others, part)
             return index
         if logits is None:  # labels only: the tile's values, as with the confidence map
             assert isinstance(resizer, WindowResizer)
