@@ -316,6 +316,16 @@ def _first_best(values: torch.Tensor) -> torch.Tensor:
     return values.max(dim=-1).indices
 
 
+def _best_of_rows(
+    logits: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[u]`` int64: :func:`_first_best` of the rows ``rows`` (``[u]`` int64) of ``logits``
+    (``[n, Q]``), gathered into ``buffer``'s storage when one is given."""
+    q = logits.shape[-1]
+    out = None if buffer is None else buffer[: rows.numel() * q].view(-1, q)
+    return _first_best(torch.index_select(logits, 0, rows, out=out))
+
+
 def _best_query(logits: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax over the last axis (in base 2), then each pixel's best kept query.
 
@@ -589,7 +599,7 @@ class _TileFill:
         workspace: Workspace,
         full: bool = True,
     ) -> _TileFill:
-        """``full``: compute the confidence map (always, unless ``resizer`` is a
+        """``full``: compute the confidence map (required unless ``resizer`` is a
         :class:`~scclip_cli.maps.window_resize.WindowResizer`)."""
         device = resizer.device
         scale = protocol.logit_scale * LOG2_E
@@ -597,7 +607,7 @@ class _TileFill:
         # 2^(bound × scale) × Q overflows nor 2^(-bound × scale) leaves the normal floats (the
         # margins cover rounding): one pass less over each tile.
         scaled_bound = None if resizer.bound is None else resizer.bound * scale
-        full = full or not isinstance(resizer, WindowResizer)
+        assert full or isinstance(resizer, WindowResizer), "only window patches go without the map"
         threshold = protocol.prob_threshold
         below = sure = None
         if not full and threshold > 0:
@@ -740,7 +750,7 @@ class _TileFill:
         box_cols = slice(cols.start + c0, cols.start + c1)
         values = resizer.values(box_rows, box_cols, self.scale, part, buffer="box")
         in_box = (ys - r0) * (c1 - c0) + (xs - c0)
-        index[where] = _first_best(values.view(-1, self.q).index_select(0, in_box))
+        index[where] = _best_of_rows(values.view(-1, self.q), in_box)
 
     def best_queries(
         self,
@@ -769,10 +779,7 @@ class _TileFill:
         if logits is None:  # labels only: the tile's values, as with the confidence map
             assert isinstance(resizer, WindowResizer)
             logits = resizer.values(rows, cols, self.scale, part).view(-1, self.q)
-        subset = torch.index_select(
-            logits, 0, others, out=straddling[: others.numel() * self.q].view(-1, self.q)
-        )
-        index[others] = _first_best(subset)
+        index[others] = _best_of_rows(logits, others, straddling)
         return index
 
 
@@ -821,16 +828,26 @@ class _GridConfidence:
         known = resizer.known_best_at(ys[start:stop], xs) if keep is None else None
         for which, values in resizer.grid_values(ys[start:stop], xs, fill.scale, SAMPLE_ROWS):
             rows = slice(start + which.start, start + which.stop)
-            if keep is not None:  # the area rule: the best kept query
-                self.values[rows] = _best_query(values, keep)[0]
-                continue
-            assert known is not None
+            # (the known rows are used once: writing into them is fine)
+            index = None if known is None else known[which].reshape(-1)
             flat = values.view(-1, fill.q)
-            index = known[which].reshape(-1)  # (rows used once: writing into them is fine)
+            self.values[rows] = self.winning(flat, keep, index).view(-1, len(xs))
+
+    def winning(
+        self, flat: torch.Tensor, keep: torch.Tensor | None, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[n]`` float32 probability of each pixel's best query (the best kept one with
+        ``keep``), from its values ``flat`` (``[n, Q]``, overwritten); ``index``: the known best
+        queries, -1 where not known (overwritten; ``None``: none known)."""
+        if keep is not None:  # the area rule: the best kept query
+            return _best_query(flat, keep)[0]
+        if index is None:
+            index = _first_best(flat)
+        else:
             others = torch.nonzero(index < 0)[:, 0]
             if others.numel():
-                index[others] = _first_best(flat.index_select(0, others))
-            self.values[rows] = fill.tile_confidence(flat, index).view(-1, len(xs))
+                index[others] = _best_of_rows(flat, others)
+        return self.fill.tile_confidence(flat, index)
 
     def totals(self, num_classes: int, keep: torch.Tensor | None) -> ClassTotals:
         """The totals of the final labels: counts over every pixel, confidence over the grid's
@@ -848,10 +865,7 @@ class _GridConfidence:
             for start in range(0, len(where), EXTRA_PIXELS):
                 part = where[start : start + EXTRA_PIXELS]
                 values = resizer.pixel_values(part[:, 0], part[:, 1], fill.scale)
-                if keep is None:
-                    extra.append(fill.tile_confidence(values, _first_best(values)))
-                else:
-                    extra.append(_best_query(values, keep)[0])
+                extra.append(self.winning(values, keep))
             extra_confidence = torch.cat(extra)
         return ClassTotals.from_samples(
             pixels.cpu().numpy(),

@@ -387,13 +387,9 @@ class WindowResizer:
             0, chunk, self.rows.reached.amax(1) + 1, "amax"
         )
         width = int((k1 - k0).max())
-        columns = start[:, None] - k0[chunk][:, None] + torch.arange(weights.shape[1])
-        inside = columns < width
-        rows = torch.arange(self.out_height)[:, None].expand_as(columns)
-        table = torch.zeros(self.out_height, width, dtype=torch.float64)
-        table[rows[inside], columns[inside]] = weights[inside]
+        table = _placed_weights(start, weights, k0[chunk], width, scale, self.device)
         ranges = list(zip(k0.tolist(), k1.tolist(), strict=True))
-        return ranges, (table * scale).to(device=self.device, dtype=torch.float32)
+        return ranges, table
 
     def _scaled_weights(self, scale: float) -> tuple[list[tuple[int, int]], torch.Tensor]:
         """:meth:`_chunk_weights` of ``scale``, kept for the next tiles of the same scale."""
@@ -469,14 +465,9 @@ class WindowResizer:
             start, weights = self.rows.start[rows], self.rows.weights[rows]  # [n], [n, m] float64
             k0 = int(start.min())
             k1 = min(g, int(start.max()) + weights.shape[1])
-            position = start[:, None] - k0 + torch.arange(weights.shape[1])
-            inside = position < k1 - k0  # past the last patch row, the weights are zero
-            table = torch.zeros(len(rows), k1 - k0, dtype=torch.float64)
-            table[
-                torch.arange(len(rows))[:, None].expand_as(position)[inside], position[inside]
-            ] = weights[inside]
-            table32 = (table * scale).to(device=self.device, dtype=torch.float32)
-            values = torch.mm(table32, columns[k0:k1]).view(len(rows), len(xs), q)
+            base = torch.full_like(start, k0)
+            table = _placed_weights(start, weights, base, k1 - k0, scale, self.device)
+            values = torch.mm(table, columns[k0:k1]).view(len(rows), len(xs), q)
             yield slice(r0, r0 + len(rows)), values
 
     def pixel_values(self, ys: torch.Tensor, xs: torch.Tensor, scale: float) -> torch.Tensor:
@@ -560,6 +551,26 @@ class WindowResizer:
         """``[n]`` int64: the best query of each pixel of the tile ``[rows, cols]`` (row-major)
         where every patch cell reaching it has the same first best query, else -1."""
         return self.group_values(self._ensure_known(), rows, cols)
+
+
+def _placed_weights(
+    start: torch.Tensor,
+    weights: torch.Tensor,
+    base: torch.Tensor,
+    width: int,
+    scale: float,
+    device: torch.device,
+) -> torch.Tensor:
+    """``[n, width]`` float32: row ``i`` of an :class:`AxisMap`'s ``weights`` (``[n, m]`` float64,
+    on patch positions ``start[i], start[i] + 1, ...``) placed at columns ``start[i] - base[i]``
+    onwards, times ``scale`` and rounded once. Columns from ``width`` on are dropped: the callers
+    take ``width`` past the last patch position any row reads, where the weights are zero."""
+    columns = start[:, None] - base[:, None] + torch.arange(weights.shape[1])
+    inside = columns < width
+    rows = torch.arange(len(start))[:, None].expand_as(columns)
+    table = torch.zeros(len(start), width, dtype=torch.float64)
+    table[rows[inside], columns[inside]] = weights[inside]
+    return (table * scale).to(device=device, dtype=torch.float32)
 
 
 def _covers(spans: list[tuple[int, int]], size: int) -> bool:
