@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from scclip_cli.cli.app import main
+from support.image_factory import save_blurred_noise
 
 TINY = ["--model", "scclip-tiny", "--pretrained", "random:7", "--device", "cpu"]
 FAST = ["--short-side", "64", "--crop", "64", "--stride", "32"]
@@ -46,11 +47,7 @@ def vocab(tmp_path: Path) -> Path:
 
 
 def write_photo(path: Path, height: int, width: int, seed: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
-    Image.fromarray(base).resize((width, height), Image.Resampling.BILINEAR).save(path)
-    return path
+    return save_blurred_noise(path, width, height, seed, cells=(4, 4))
 
 
 def make_photos(root: Path, count: int, size: tuple[int, int] = (48, 64)) -> list[Path]:

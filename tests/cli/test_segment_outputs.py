@@ -6,20 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from scclip_cli.cli.app import main
+from support.image_factory import save_blurred_noise
 
 TINY = ["--model", "scclip-tiny", "--pretrained", "random:7", "--device", "cpu"]
 FAST = ["--short-side", "32", "--crop", "32", "--stride", "16", "-q"]
 
 
 def write_photo(path: Path, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base = np.random.default_rng(seed).integers(0, 256, size=(3, 4, 3), dtype=np.uint8)
-    Image.fromarray(base).resize((40, 30), Image.Resampling.BILINEAR).save(path)
+    save_blurred_noise(path, 40, 30, seed)
 
 
 @pytest.fixture

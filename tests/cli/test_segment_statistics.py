@@ -7,21 +7,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import scclip_cli.files.mask_io as mask_io
 from scclip_cli.cli.app import main
+from support.image_factory import save_blurred_noise
 
 TINY = ["--model", "scclip-tiny", "--pretrained", "random:7", "--device", "cpu"]
 FAST = ["--short-side", "64", "--crop", "64", "--stride", "32", "-q"]
 
 
 def write_photo(path: Path, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base = np.random.default_rng(seed).integers(0, 256, size=(3, 4, 3), dtype=np.uint8)
-    Image.fromarray(base).resize((320, 240), Image.Resampling.BILINEAR).save(path)
+    save_blurred_noise(path, 320, 240, seed)
 
 
 def test_statistics_are_the_same_with_or_without_the_confidence_map(

@@ -55,6 +55,17 @@ def save_rgb(path: Path, rgb: np.ndarray, **save_options: object) -> Path:
     return path
 
 
+def save_blurred_noise(
+    path: Path, width: int, height: int, seed: int, cells: tuple[int, int] = (3, 4)
+) -> Path:
+    """A photo-like image file: a ``cells`` grid (rows, columns) of seeded random colours resized
+    bilinearly to ``width × height``, saved in the format of the suffix, folders created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = np.random.default_rng(seed).integers(0, 256, size=(*cells, 3), dtype=np.uint8)
+    Image.fromarray(base).resize((width, height), Image.Resampling.BILINEAR).save(path)
+    return path
+
+
 def exif_rotated_jpeg(path: Path, stored: np.ndarray, orientation: int = 6) -> Path:
     """A JPEG of ``stored`` pixels whose EXIF says to display them rotated (6: 90° clockwise)."""
     exif = Image.Exif()
