@@ -195,3 +195,52 @@ def test_parts_change_no_output_bit(tile_pixels):
         assert torch.equal(other.labels, results[0].labels)
         assert torch.equal(other.confidence, results[0].confidence)
     assert len(results[0].labels.unique()) > 1
+
+
+def _tile_boxes_by_loop(mask, tile_h, tile_w):
+    height, width = mask.shape
+    boxes = []
+    for y in range(0, height, tile_h):
+        for x in range(0, width, tile_w):
+            ys, xs = torch.nonzero(mask[y : y + tile_h, x : x + tile_w], as_tuple=True)
+            if len(ys):
+                boxes.append(
+                    (
+                        y + int(ys.min()),
+                        y + int(ys.max()) + 1,
+                        x + int(xs.min()),
+                        x + int(xs.max()) + 1,
+                    )
+                )
+    return boxes
+
+
+@pytest.mark.parametrize(("height", "width", "tile_h", "tile_w"), [(37, 50, 8, 16), (8, 16, 8, 16)])
+@pytest.mark.parametrize("density", [0.0, 0.002, 0.05, 1.0])
+def test_tile_boxes_are_the_smallest_box_of_each_tiles_pixels(
+    height, width, tile_h, tile_w, density
+):
+    # ragged last tiles (37 = 4·8 + 5 rows, 50 = 3·16 + 2 columns), lone pixels, full tiles
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(height, width, generator=g) < density
+    mask[-1, -1] = density > 0  # a pixel in the corner of the last, cut-short tile
+    boxes = window_resize.tile_boxes(mask, tile_h, tile_w)
+    assert boxes == _tile_boxes_by_loop(mask, tile_h, tile_w)
+    assert (boxes == []) == (density == 0)
+
+
+@pytest.mark.parametrize("cells", [True, False])
+def test_group_rows_is_group_values_over_whole_rows(cells):
+    h, w, crop, stride, grid, out_h, out_w = GEOMETRIES[0]
+    wins, scores = _patches(h, w, crop, stride, grid, 6, seed=1, smooth=True)
+    patches = WindowPatches.from_windows(h, w, wins, scores)
+    resizer = WindowResizer(patches, out_h * 2, out_w * 2, 6 * 50, cells=cells)
+    assert resizer.canvas_cells == cells
+    table = resizer.known_table()
+    rows = slice(13, 47)
+    out = torch.full((34, out_w * 2), -5, dtype=table.dtype)
+    got = resizer.group_rows(table, rows, out=out)
+    assert got.data_ptr() == out.data_ptr()
+    expected = resizer.group_values(table, rows, slice(0, out_w * 2)).view(34, -1)
+    assert torch.equal(out, expected)
+    assert torch.equal(resizer.known_best(rows, slice(0, out_w * 2)).view(34, -1), expected)

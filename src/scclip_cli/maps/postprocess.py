@@ -66,7 +66,13 @@ from scclip_cli.config import ProtocolConfig
 from scclip_cli.files.mask_io import ClassTotals, statistics_grid, statistics_step
 from scclip_cli.maps.parts import IN_ORDER, PartRunner, split_range
 from scclip_cli.maps.sliding_window import BilinearTaps, WindowCanvas, bilinear_taps
-from scclip_cli.maps.window_resize import WindowPatches, WindowResizer, fits, shared_cell_best
+from scclip_cli.maps.window_resize import (
+    WindowPatches,
+    WindowResizer,
+    fits,
+    shared_cell_best,
+    tile_boxes,
+)
 from scclip_cli.maps.workspace import Workspace
 
 TILE_ELEMENTS = 1 << 24
@@ -495,11 +501,12 @@ def labels_from_scores(
         grid = _GridConfidence(resizer, fill)
     grid_done = False
     if grid is not None and fill.confidence is None and runner.count > 1:
-        # Labels without the map are bound by Python's per-tile work (more parts only wait for
-        # each other); the grid's probabilities are long tensor operations: run them side by side.
+        # Labels without the map are bound by Python's per-box work (more parts only wait for
+        # each other); the grid's probabilities are long tensor operations: run them side by side,
+        # one job per run of grid rows, so that the labels' thread takes the runs left when done.
         every_chunk = [chunk for part in chunk_parts for chunk in part]
         labels_job: Callable[[], None] = partial(fill.run_labels, 0, every_chunk)
-        runner.run([labels_job, *grid.jobs(runner.count - 1, None)])
+        runner.run([labels_job, *grid.jobs(grid.runs, None)])
         grid_done = True
     else:
         fill.run(runner, chunk_parts, None, None)
@@ -515,7 +522,7 @@ def labels_from_scores(
     if grid is not None:
         if not grid_done:
             runner.run(grid.jobs(runner.count, keep_query))
-        totals = grid.totals(num_classes, keep_query)
+        totals = grid.totals(num_classes, keep_query, runner)
     return LabelMap(fill.labels, fill.confidence, totals)
 
 
@@ -578,6 +585,10 @@ class _TileFill:
     sure: torch.Tensor | None
     """``[row groups, column groups]`` bool: known best query and a floor that clears the
     threshold (see the class notes); ``None`` without a threshold or with :attr:`confidence`."""
+    direct: torch.Tensor | None
+    """``[row groups, column groups]`` int32: the class of the known best query where the labels
+    take it without computing (known, and :attr:`sure` with a threshold), else -1; ``None`` with
+    :attr:`confidence`."""
     to_class: torch.Tensor | None
     """``[Q]`` class of each (reordered) query, or ``None`` when query = class."""
     scale: float
@@ -609,11 +620,18 @@ class _TileFill:
         scaled_bound = None if resizer.bound is None else resizer.bound * scale
         assert full or isinstance(resizer, WindowResizer), "only window patches go without the map"
         threshold = protocol.prob_threshold
-        below = sure = None
-        if not full and threshold > 0:
+        below = sure = direct = None
+        if not full:
             assert isinstance(resizer, WindowResizer)
-            below = torch.zeros(out_height, out_width, dtype=torch.bool, device=device)
-            sure = resizer.confidence_floor(protocol.logit_scale) >= threshold * (1 + FLOOR_MARGIN)
+            known = resizer.known_table()
+            if to_class is not None:
+                known = torch.where(known >= 0, to_class[known.clamp(min=0)], -1)
+            if threshold > 0:
+                below = torch.zeros(out_height, out_width, dtype=torch.bool, device=device)
+                floor = resizer.confidence_floor(protocol.logit_scale)
+                sure = floor >= threshold * (1 + FLOOR_MARGIN)  # only where known: floor 0 else
+                known = torch.where(sure, known, -1)
+            direct = known.to(torch.int32)
         return cls(
             resizer=resizer,
             q=q,
@@ -625,6 +643,7 @@ class _TileFill:
             ),
             below=below,
             sure=sure,
+            direct=direct,
             to_class=to_class,
             scale=scale,
             unshifted=scaled_bound is not None and scaled_bound * 1.001 + math.log2(q) + 2 < 125,
@@ -692,23 +711,33 @@ class _TileFill:
                 self.below[rows, cols] = best.view(shape) < self.prob_threshold
 
     def run_labels(self, part: int, chunks: list[tuple[int, int]]) -> None:
-        """Labels of the output rows of ``chunks`` without the confidence map (see the class
-        notes)."""
-        resizer = self.resizer
-        assert isinstance(resizer, WindowResizer)
+        """Labels of the output rows of ``chunks`` (consecutive) without the confidence map (see
+        the class notes): every pixel's :attr:`direct` class at once, then only the tiles holding
+        pixels it leaves at -1."""
+        resizer, direct = self.resizer, self.direct
+        assert isinstance(resizer, WindowResizer) and direct is not None
+        if not chunks:
+            return
+        start, stop = chunks[0][0], chunks[-1][1]  # chunks start at multiples of tile_h
+        band = resizer.group_rows(direct, slice(start, stop), out=self.labels[start:stop])
+        boxes = tile_boxes(band < 0, resizer.tile_h, resizer.tile_w)
+        if self.sure is None and resizer.canvas_cells:
+            # the pixels left are those with no known best query: compare them in their box
+            for box in boxes:
+                self.fill_box(resizer, band, start, box, part)
+            return
         q, labels, device = self.q, self.labels, self.labels.device
         straddling = self.workspace.empty(
             f"straddling:{part}", (resizer.tile_h * resizer.tile_w * q,), device=device
         )
         to_class = self.to_class
-        for rows, cols in resizer.tile_slices(chunks):
+        tile_h, tile_w, width = resizer.tile_h, resizer.tile_w, resizer.out_width
+        for r0, _, c0, _ in boxes:  # each box's tile, with the same operations as with the map
+            y0, x0 = start + r0 // tile_h * tile_h, c0 // tile_w * tile_w
+            rows, cols = slice(y0, min(y0 + tile_h, stop)), slice(x0, min(x0 + tile_w, width))
             shape = (rows.stop - rows.start, cols.stop - cols.start)
-            index = resizer.known_best(rows, cols)
             sure = None if self.sure is None else resizer.group_values(self.sure, rows, cols)
             all_sure = sure is None or bool(sure.all())
-            if all_sure and bool((index >= 0).all()):
-                labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
-                continue  # below stays False: every winning probability clears the threshold
             flat = None if all_sure else resizer.values(rows, cols, self.scale, part).view(-1, q)
             index = self.best_queries(rows, cols, flat, straddling, part)
             labels[rows, cols] = (index if to_class is None else to_class[index]).view(shape)
@@ -716,6 +745,26 @@ class _TileFill:
                 assert self.below is not None
                 best = self.tile_confidence(flat, index)
                 self.below[rows, cols] = best.view(shape) < self.prob_threshold
+
+    def fill_box(
+        self,
+        resizer: WindowResizer,
+        band: torch.Tensor,
+        start: int,
+        box: tuple[int, int, int, int],
+        part: int,
+    ) -> None:
+        """The labels of the pixels at -1 in ``box`` (``(r0, r1, c0, c1)`` of ``band``, the output
+        rows from ``start``, within one tile), whose best queries are not known: the same
+        comparison as :meth:`box_best` over the same box, so the same bits as with the map."""
+        r0, r1, c0, c1 = box
+        target = band[r0:r1, c0:c1]
+        unknown = target < 0
+        in_box = torch.nonzero(unknown.view(-1))[:, 0]
+        rows, cols = slice(start + r0, start + r1), slice(c0, c1)
+        index = self.box_queries(resizer, rows, cols, in_box, part)
+        to_class = self.to_class
+        target[unknown] = (index if to_class is None else to_class[index]).to(target.dtype)
 
     def tile_confidence(self, flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``[n]`` winning probability of each pixel of a tile, from its logits ``flat``
@@ -748,9 +797,17 @@ class _TileFill:
         (r0, c0), (r1, c1) = low.tolist(), (high + 1).tolist()
         box_rows = slice(rows.start + r0, rows.start + r1)
         box_cols = slice(cols.start + c0, cols.start + c1)
-        values = resizer.values(box_rows, box_cols, self.scale, part, buffer="box")
         in_box = (ys - r0) * (c1 - c0) + (xs - c0)
-        index[where] = _best_of_rows(values.view(-1, self.q), in_box)
+        index[where] = self.box_queries(resizer, box_rows, box_cols, in_box, part)
+
+    def box_queries(
+        self, resizer: WindowResizer, rows: slice, cols: slice, in_box: torch.Tensor, part: int
+    ) -> torch.Tensor:
+        """``[u]`` int64 first best query of the pixels ``in_box`` (``[u]`` int64, row-major
+        positions in the box ``[rows, cols]``, part of one tile), compared among the box's
+        values."""
+        values = resizer.values(rows, cols, self.scale, part, buffer="box")
+        return _best_of_rows(values.view(-1, self.q), in_box)
 
     def best_queries(
         self,
@@ -813,10 +870,16 @@ class _GridConfidence:
         )
         """``[n, m]`` float32: the probability at each grid pixel."""
 
+    @property
+    def runs(self) -> int:
+        """The number of runs of :data:`SAMPLE_ROWS` grid rows (the most parts :meth:`jobs`
+        makes)."""
+        return -(-len(self.ys) // SAMPLE_ROWS)
+
     def jobs(self, parts: int, keep: torch.Tensor | None) -> list[Callable[[], None]]:
         """The computation of :attr:`values` in at most ``parts`` parts (``keep``: ``[Q]`` 0/1
         queries the area rule keeps, ``None`` for all)."""
-        runs = split_range(0, -(-len(self.ys) // SAMPLE_ROWS), parts)  # whole runs per part
+        runs = split_range(0, self.runs, parts)  # whole runs per part
         end = len(self.ys)
         return [
             partial(self.fill_rows, a * SAMPLE_ROWS, min(end, b * SAMPLE_ROWS), keep)
@@ -849,11 +912,19 @@ class _GridConfidence:
                 index[others] = _best_of_rows(flat, others)
         return self.fill.tile_confidence(flat, index)
 
-    def totals(self, num_classes: int, keep: torch.Tensor | None) -> ClassTotals:
-        """The totals of the final labels: counts over every pixel, confidence over the grid's
-        pixels, and over every pixel of a class that has none there."""
+    def totals(
+        self, num_classes: int, keep: torch.Tensor | None, runner: PartRunner = IN_ORDER
+    ) -> ClassTotals:
+        """The totals of the final labels: counts over every pixel (in bands of rows run by
+        ``runner``), confidence over the grid's pixels, and over every pixel of a class that has
+        none there."""
         labels, resizer, fill = self.fill.labels, self.resizer, self.fill
-        pixels = torch.bincount(labels.flatten(), minlength=num_classes)
+
+        def band_counts(start: int, stop: int) -> torch.Tensor:
+            return torch.bincount(labels[start:stop].flatten(), minlength=num_classes)
+
+        bands = split_range(0, labels.shape[0], runner.count)
+        pixels = torch.stack(runner.run([partial(band_counts, a, b) for a, b in bands])).sum(0)
         grid_labels = labels[self.row_slice, self.col_slice]
         counts = torch.bincount(grid_labels.flatten(), minlength=num_classes)
         missing = (pixels > 0) & (counts == 0)

@@ -541,6 +541,19 @@ class WindowResizer:
         rows = table.index_select(0, self._row_group[ys.to(self.device)])
         return rows.index_select(1, self._col_group[xs.to(self.device)])
 
+    def known_table(self) -> torch.Tensor:
+        """``[row groups, column groups]`` int64: the table behind :meth:`known_best` (canvas cells
+        or groups of patch cells, see :meth:`group_values`); read-only."""
+        return self._ensure_known()
+
+    def group_rows(
+        self, table: torch.Tensor, rows: slice, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[t, W]``: ``table`` (as :meth:`group_values`) at every pixel of the output rows
+        ``rows``, written into ``out`` (contiguous, of ``table``'s dtype) when given."""
+        index = table.index_select(0, self._row_group[rows])
+        return torch.index_select(index, 1, self._col_group, out=out)
+
     def group_values(self, table: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
         """``[n]``: ``table`` (``[row groups, column groups]``, as :meth:`confidence_floor`) at each
         pixel of the tile ``[rows, cols]``, row-major."""
@@ -601,6 +614,38 @@ def _resize_width(rows: torch.Tensor, width: int, out: torch.Tensor) -> torch.Te
         rows.permute(2, 0, 1)[None], [n, width], False, None, None, out=result.permute(0, 3, 1, 2)
     )
     return result[0]
+
+
+def tile_boxes(mask: torch.Tensor, tile_h: int, tile_w: int) -> list[tuple[int, int, int, int]]:
+    """The smallest box ``(r0, r1, c0, c1)`` (rows ``r0:r1``, columns ``c0:c1``) holding the
+    ``True`` pixels of each ``tile_h × tile_w`` tile of ``mask`` (``[R, W]`` bool, tiles counted
+    from its corner, the last ones cut short) that holds any, tiles in row-major order.
+
+    A handful of whole-mask operations, where a loop over the tiles would pay Python's overhead
+    for each of them (thousands on a 12-megapixel image, most of them holding no pixel)."""
+    height, width = mask.shape
+    tile_rows, tile_cols = -(-height // tile_h), -(-width // tile_w)
+    padded = mask.new_zeros(tile_rows * tile_h, tile_cols * tile_w)
+    padded[:height, :width] = mask
+    blocks = padded.view(tile_rows, tile_h, tile_cols, tile_w)
+    row_any = blocks.any(dim=3).transpose(1, 2)  # [tile rows, tile cols, tile_h]
+    col_any = blocks.any(dim=1)  # [tile rows, tile cols, tile_w]
+    ty, tx = torch.nonzero(row_any.any(dim=2), as_tuple=True)
+    if not len(ty):
+        return []
+    in_rows, in_cols = row_any[ty, tx].to(torch.uint8), col_any[ty, tx].to(torch.uint8)
+    # argmax gives the first of equal maxima: the first (and, flipped, the last) True
+    y0, x0 = ty * tile_h, tx * tile_w
+    boxes = torch.stack(
+        [
+            y0 + in_rows.argmax(1),
+            y0 + tile_h - in_rows.flip(1).argmax(1),
+            x0 + in_cols.argmax(1),
+            x0 + tile_w - in_cols.flip(1).argmax(1),
+        ],
+        dim=1,
+    )
+    return [(r0, r1, c0, c1) for r0, r1, c0, c1 in boxes.tolist()]
 
 
 def shared_cell_best(best: torch.Tensor) -> torch.Tensor:
