@@ -14,6 +14,7 @@ from scclip_cli.files.image_io import (
     IMAGE_EXTENSIONS,
     is_image_path,
     normalize_image,
+    open_displayed,
     read_image_rgb,
     read_image_size,
 )
@@ -132,6 +133,43 @@ def test_alpha_is_dropped_not_composited(zoo: ImageZoo) -> None:
     # rgba.png's alpha runs from 0 (left) to 255 (right); the colours are the quadrants unchanged.
     rgb = read_image_rgb(zoo["rgba_png"])
     assert corners(rgb)["top_left"] == RED
+
+
+def test_rows_of_every_readable_kind_are_read_image_rgbs_rows(zoo: ImageZoo) -> None:
+    # any order, repeats, runs and gaps; RGB/RGBA files are cut by runs, the others converted
+    for name, path in zoo.readable().items():
+        whole = read_image_rgb(path)
+        height = whole.shape[0]
+        index = np.array([height - 1, 0, 1, 2, height // 2, 0, height - 1, height // 2 + 2])
+        index = index.clip(0, height - 1)  # some are a few pixels high
+        with open_displayed(path) as shown:
+            assert shown.shape == whole.shape, name
+            got = shown.rows(index)
+            assert got.dtype == np.uint8 and got.flags.c_contiguous, name
+            assert np.array_equal(got, whole[index]), name
+            assert np.array_equal(shown.rows(np.arange(height)), whole), name
+            assert np.array_equal(shown.rows(np.array([], dtype=np.int64)), whole[:0]), name
+            assert np.array_equal(shown.rgb(), whole), name
+
+
+def test_rows_out_of_the_image_are_refused(zoo: ImageZoo) -> None:
+    with open_displayed(zoo["rgb_jpg"]) as shown, pytest.raises(IndexError):
+        shown.rows(np.array([0, shown.height]))
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8, 2])
+def test_rows_follow_the_exif_orientation(tmp_path: Path, orientation: int) -> None:
+    path = exif_rotated_jpeg(tmp_path / "o.jpg", quadrant_rgb(24, 40), orientation)
+    whole = read_image_rgb(path)
+    with open_displayed(path) as shown:
+        assert shown.shape == whole.shape
+        assert np.array_equal(shown.rows(np.arange(shown.height)[::-3]), whole[::-3])
+
+
+def test_open_displayed_raises_read_errors_as_read_image_rgb(zoo: ImageZoo) -> None:
+    for path in zoo.unreadable().values():
+        with pytest.raises(ImageReadError):
+            open_displayed(path)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scclip_cli.maps.resize import rescaled_size, resize_bilinear_u8, resize_for_protocol
+from scclip_cli.maps.resize import (
+    rescaled_size,
+    resize_bilinear_u8,
+    resize_for_protocol,
+    resize_rows_bilinear_u8,
+    resize_rows_for_protocol,
+)
 
 GOLDEN = Path(__file__).parents[1] / "data" / "golden"
 
@@ -248,3 +254,35 @@ def test_bit_exact_against_opencv_on_random_shapes() -> None:
         np.testing.assert_array_equal(
             got.reshape(expected.shape), expected, err_msg=f"{h}x{w}x{channels} -> {out_h}x{out_w}"
         )
+
+
+class _CountingRows:
+    """An image served by rows, counting the rows it is asked for."""
+
+    def __init__(self, image: np.ndarray) -> None:
+        self.image, self.shape, self.asked = image, image.shape, 0
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        self.asked += len(index)
+        return self.image[index]
+
+
+@pytest.mark.parametrize(
+    ("src", "out"),
+    [((300, 400), (33, 45)), ((40, 30), (97, 61)), ((64, 48), (32, 24)), ((20, 20), (20, 20))],
+    ids=["down", "up", "halved", "same"],
+)
+def test_resizing_by_rows_is_resizing_the_array(src: tuple[int, int], out: tuple[int, int]) -> None:
+    image = np.random.default_rng(5).integers(0, 256, (*src, 3), dtype=np.uint8)
+    source = _CountingRows(image)
+    got = resize_rows_bilinear_u8(source, *out)
+    assert got.dtype == np.uint8 and got.flags.c_contiguous
+    assert np.array_equal(got, resize_bilinear_u8(image, *out))
+    if src[0] > 2 * out[0]:  # a downscale reads two source rows per output row at most
+        assert source.asked <= 2 * out[0]
+
+
+def test_resize_rows_for_protocol_is_resize_for_protocol() -> None:
+    image = np.random.default_rng(6).integers(0, 256, (1000, 700, 3), dtype=np.uint8)
+    got = resize_rows_for_protocol(_CountingRows(image), 336, 2048)
+    assert np.array_equal(got, resize_for_protocol(image, 336, 2048))

@@ -305,13 +305,13 @@ def test_a_file_changed_while_it_is_read_is_not_stored_under_its_old_bytes(
     from scclip_cli.files import image_io
 
     (path, *_) = _photo_files(tmp_path / "photos")
-    decode = image_io.read_image_rgb
+    decode = image_io.open_displayed
 
     def decode_after_a_change(file):
         Image.fromarray(IMAGES[2]).save(file)  # another process rewrites the photo meanwhile
         return decode(file)
 
-    monkeypatch.setattr(image_io, "read_image_rgb", decode_after_a_change)
+    monkeypatch.setattr(image_io, "open_displayed", decode_after_a_change)
     cache = FeatureCache(tmp_path / "f")
     seg = Segmenter(tiny_clip, embeddings, PROTOCOL, feature_cache=cache)
     read = seg.read(path)

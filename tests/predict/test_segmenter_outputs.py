@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import scclip_cli.files.mask_io as mask_io
 from scclip_cli.config import MethodConfig, ProtocolConfig
+from scclip_cli.files.image_io import read_image_rgb
 from scclip_cli.model.text_embeddings import load_vocabulary_embeddings
 from scclip_cli.predict.segmenter import Segmenter
-from support.image_factory import gradient_rgb
+from support.image_factory import exif_rotated_jpeg, gradient_rgb, save_rgb
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +63,23 @@ def test_a_segmenter_that_refines_with_pamr_still_returns_what_it_computed(tiny_
     labels_only = next(iter(segmenter.segment_many([image], confidence=False)))
     np.testing.assert_array_equal(full.labels, labels_only.labels)
     assert labels_only.confidence is not None  # the canvas route computes it anyway
+
+
+def test_reading_a_file_prepares_the_pixels_of_its_whole_array(tiny_clip, embeddings, tmp_path):
+    # read() resizes from the rows it needs, or from the whole array when the RGB is kept too
+    segmenter = Segmenter(tiny_clip, embeddings, ProtocolConfig())
+    rgb = gradient_rgb(500, 700, seed=4)
+    paths = [
+        save_rgb(tmp_path / "photo.jpg", rgb, quality=90),
+        exif_rotated_jpeg(tmp_path / "rotated.jpg", rgb, orientation=6),
+        save_rgb(tmp_path / "alpha.png", np.dstack([rgb, rgb[..., :1]])),
+    ]
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "grey.png")
+    paths.append(tmp_path / "grey.png")
+    for path in paths:
+        expected = segmenter.prepare(read_image_rgb(path))
+        for keep_rgb in (False, True):
+            read = segmenter.read(path, keep_rgb=keep_rgb)
+            assert (read.rgb is not None) == keep_rgb
+            assert (read.image.height, read.image.width) == (expected.height, expected.width)
+            assert read.image.pixels.equal(expected.pixels), (path.name, keep_rgb)

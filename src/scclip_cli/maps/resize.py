@@ -26,6 +26,8 @@ depths than uint8. ``tests/maps/test_resize.py`` compares against cv2 when it is
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 INTER_RESIZE_COEF_BITS = 11
@@ -167,6 +169,29 @@ def _halve(image: np.ndarray) -> np.ndarray:
     return (total >> 2).astype(np.uint8)
 
 
+class RowSource(Protocol):
+    """An image served by rows (e.g. :class:`~scclip_cli.files.image_io.DisplayedImage`): a
+    downscale reads only the rows it blends."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)``."""
+        ...
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """``[n, W, C]`` uint8: the rows ``index`` (``[n]`` int64)."""
+        ...
+
+
+class _ArrayRows:
+    def __init__(self, image: np.ndarray) -> None:
+        self.image = image
+        self.shape = image.shape
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        return self.image[index]
+
+
 def resize_bilinear_u8(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """``cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LINEAR)``, reimplemented.
 
@@ -186,19 +211,30 @@ def resize_bilinear_u8(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
         raise ValueError(
             f"expected an [H, W] or [H, W, C] uint8 array, got {image.shape} {image.dtype}"
         )
+    if (out_h, out_w) == image.shape[:2] and min(out_h, out_w) >= 1:
+        return image
+    if image.ndim == 2:
+        return resize_rows_bilinear_u8(_ArrayRows(image[:, :, None]), out_h, out_w)[:, :, 0]
+    return resize_rows_bilinear_u8(_ArrayRows(image), out_h, out_w)
+
+
+def resize_rows_bilinear_u8(source: RowSource, out_h: int, out_w: int) -> np.ndarray:
+    """:func:`resize_bilinear_u8` of an ``[H, W, C]`` uint8 image served by rows, reading only
+    the rows the output blends (all of them when the size does not change or halves).
+
+    Returns:
+        ``[out_h, out_w, C]`` uint8, the same bits as :func:`resize_bilinear_u8` of the whole
+        image.
+    """
     if out_h < 1 or out_w < 1:
         raise ValueError(f"output size must be positive, got {out_h}x{out_w}")
-    src_h, src_w = image.shape[:2]
+    src_h, src_w, channels = source.shape
     if src_h < 1 or src_w < 1:
         raise ValueError(f"input size must be positive, got {src_h}x{src_w}")
     if (out_h, out_w) == (src_h, src_w):
-        return image
+        return np.ascontiguousarray(source.rows(np.arange(src_h)))
     if src_h == 2 * out_h and src_w == 2 * out_w:
-        return np.ascontiguousarray(_halve(image))
-
-    planar = image.ndim == 2
-    channels = 1 if planar else image.shape[2]
-    flat = np.ascontiguousarray(image).reshape(src_h, src_w * channels)  # [H, W * C] uint8
+        return np.ascontiguousarray(_halve(source.rows(np.arange(src_h))))
 
     x0, x1, a0, a1 = _column_taps(src_w, out_w)
     y0, y1, b0, b1 = _row_taps(src_h, out_h)
@@ -208,18 +244,13 @@ def resize_bilinear_u8(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     right = (x1[:, None] * channels + offsets).ravel()
     a0 = np.repeat(a0, channels)
     a1 = np.repeat(a1, channels)
-
-    if src_h < out_h:
-        # Upscaling: output rows share source rows; pass each needed source row once.
-        rows, inverse = np.unique(np.concatenate([y0, y1]), return_inverse=True)
-        horizontal = _horizontal_pass(flat[rows], left, right, a0, a1)
-        h0 = np.take(horizontal, inverse[:out_h], axis=0)
-        h1 = np.take(horizontal, inverse[out_h:], axis=0)
-    else:
-        h0 = _horizontal_pass(flat[y0], left, right, a0, a1)
-        h1 = _horizontal_pass(flat[y1], left, right, a0, a1)
-    out = _vertical_pass(h0, h1, b0[:, None], b1[:, None]).reshape(out_h, out_w, channels)
-    return out[:, :, 0] if planar else out
+    # each source row the output blends goes through the horizontal pass once
+    rows, inverse = np.unique(np.concatenate([y0, y1]), return_inverse=True)
+    flat = np.ascontiguousarray(source.rows(rows)).reshape(len(rows), src_w * channels)
+    horizontal = _horizontal_pass(flat, left, right, a0, a1)
+    h0 = np.take(horizontal, inverse[:out_h], axis=0)
+    h1 = np.take(horizontal, inverse[out_h:], axis=0)
+    return _vertical_pass(h0, h1, b0[:, None], b1[:, None]).reshape(out_h, out_w, channels)
 
 
 def resize_for_protocol(image: np.ndarray, short_side: int, long_side: int) -> np.ndarray:
@@ -232,3 +263,11 @@ def resize_for_protocol(image: np.ndarray, short_side: int, long_side: int) -> n
     height, width = image.shape[:2]
     new_h, new_w = rescaled_size(height, width, short_side, long_side)
     return resize_bilinear_u8(image, new_h, new_w)
+
+
+def resize_rows_for_protocol(source: RowSource, short_side: int, long_side: int) -> np.ndarray:
+    """:func:`resize_for_protocol` of an image served by rows (see
+    :func:`resize_rows_bilinear_u8`): ``[h, w, C]`` uint8, an array of its own."""
+    height, width = source.shape[:2]
+    new_h, new_w = rescaled_size(height, width, short_side, long_side)
+    return resize_rows_bilinear_u8(source, new_h, new_w)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from scclip_cli.files.feature_cache import FeatureCache, FeatureEntry, ImageSizes
     from scclip_cli.files.mask_io import ClassTotals
+    from scclip_cli.maps.resize import RowSource
     from scclip_cli.maps.sliding_window import Window, WindowCanvas
     from scclip_cli.model.dense_features import DenseFeatureExtractor
     from scclip_cli.model.loading import DeferredClip, LoadedClip
@@ -398,17 +399,30 @@ class Segmenter:
         Args:
             image: ``[H, W, 3]`` uint8 RGB.
         """
-        from scclip_cli.files.image_io import normalize_image
         from scclip_cli.maps.resize import resize_for_protocol
 
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(
                 f"expected an [H, W, 3] uint8 RGB array, got {image.shape} {image.dtype}"
             )
-        from scclip_cli.maps.sliding_window import pad_to_size
-
         height, width = image.shape[:2]
         resized = resize_for_protocol(image, self.protocol.short_side, self.protocol.long_side)
+        return self._prepared(resized, height, width)
+
+    def _prepare_rows(self, source: RowSource) -> PreparedImage:
+        """:meth:`prepare` of an ``[H, W, 3]`` uint8 RGB image served by rows (reading only those
+        the resize blends); the same bits."""
+        from scclip_cli.maps.resize import resize_rows_for_protocol
+
+        height, width = source.shape[:2]
+        short, long = self.protocol.short_side, self.protocol.long_side
+        return self._prepared(resize_rows_for_protocol(source, short, long), height, width)
+
+    def _prepared(self, resized: np.ndarray, height: int, width: int) -> PreparedImage:
+        """Normalise the resized ``[h, w, 3]`` uint8 pixels of an ``height × width`` image."""
+        from scclip_cli.files.image_io import normalize_image
+        from scclip_cli.maps.sliding_window import pad_to_size
+
         pixels = normalize_image(resized)
         # A strip's short side can end up narrower than one patch, which the patch embedding cannot
         # take: pad it (edge pixels repeated) and crop the scores back (see _averaged_scores).
@@ -431,7 +445,7 @@ class Segmenter:
                 :func:`~scclip_cli.files.image_io.read_image_rgb`).
         """
         from scclip_cli.files.feature_cache import file_digest
-        from scclip_cli.files.image_io import read_image_rgb
+        from scclip_cli.files.image_io import open_displayed, read_image_rgb
 
         path = Path(path)
         found = self._find_file(path)
@@ -446,8 +460,13 @@ class Segmenter:
             ):
                 sizes = entry.sizes
                 return ReadImage(CachedImage(path, key, entry.windows, sizes), None)
-        rgb = read_image_rgb(path)
-        prepared = self.prepare(rgb)
+        rgb = None
+        if keep_rgb:
+            rgb = read_image_rgb(path)
+            prepared = self.prepare(rgb)
+        else:  # the rows the resize reads, not the whole photo as an array
+            with open_displayed(path) as shown:
+                prepared = self._prepare_rows(shown)
         if found is not None and file_digest(path) != found[0]:
             found = None  # the file changed while it was read: look it up by its pixels instead
         if found is not None:
@@ -458,7 +477,7 @@ class Segmenter:
             elif entry is not None:
                 self._discard(key)  # not what these windows make: recompute
             prepared = dataclasses.replace(prepared, cache_key=key, cached_windows=windows)
-        return ReadImage(prepared, rgb if keep_rgb else None)
+        return ReadImage(prepared, rgb)
 
     def _find_file(self, path: Path) -> tuple[str, str, FeatureEntry | None] | None:
         """The digest of an image file's bytes, its feature-cache key and what the cache holds
