@@ -458,8 +458,8 @@ class WindowResizer:
         """
         assert self._values is not None, "prepare() first"
         q, g = self.channels, len(self.rows.patches)
-        columns = self._values.view(g, self.out_width, q).index_select(1, xs.to(self.device))
-        columns = columns.view(g, -1)
+        patch_rows = self._values.view(g, self.out_width, q)
+        xs = xs.to(self.device)
         for r0 in range(0, len(ys), rows_at_once):
             rows = ys[r0 : r0 + rows_at_once]
             start, weights = self.rows.start[rows], self.rows.weights[rows]  # [n], [n, m] float64
@@ -467,7 +467,9 @@ class WindowResizer:
             k1 = min(g, int(start.max()) + weights.shape[1])
             base = torch.full_like(start, k0)
             table = _placed_weights(start, weights, base, k1 - k0, scale, self.device)
-            values = torch.mm(table, columns[k0:k1]).view(len(rows), len(xs), q)
+            # the columns xs of the patch rows these rows reach (not of all: runs go in parallel)
+            columns = patch_rows[k0:k1].index_select(1, xs).view(k1 - k0, -1)
+            values = torch.mm(table, columns).view(len(rows), len(xs), q)
             yield slice(r0, r0 + len(rows)), values
 
     def pixel_values(self, ys: torch.Tensor, xs: torch.Tensor, scale: float) -> torch.Tensor:
