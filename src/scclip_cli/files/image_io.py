@@ -218,9 +218,9 @@ class DisplayedImage:
     """A decoded image file as displayed (EXIF orientation applied), whose RGB pixels are read as
     a whole (:meth:`rgb`) or by rows (:meth:`rows`): :func:`read_image_rgb`'s pixels either way.
 
-    Reading only some rows skips most of the conversion of a big photo to an array (about 50 ms
-    at 12 megapixels on a small CPU), where a downscale reads two source rows per output row.
-    Close it (or use it as a context manager) to free the decoded pixels.
+    A downscale reads two source rows per output row: reading only those skips most of the
+    conversion of a big photo to an array (docs/performance-cache.md, "Big photos"). Close it (or
+    use it as a context manager) to free the decoded pixels.
     """
 
     def __init__(self, image: PILImage.Image, shown: PILImage.Image, path: Path) -> None:
