@@ -218,6 +218,10 @@ def test_parts_change_no_bit_of_labels_or_statistics():
         two.close()
     assert torch.equal(one.labels, split.labels)
     assert one.totals is not None and split.totals is not None
+    # the pixel counts go in bands of rows, one per part: together they count every pixel
+    every_pixel = np.bincount(one.labels.flatten().numpy(), minlength=len(one.totals.pixels))
+    np.testing.assert_array_equal(split.totals.pixels, every_pixel)
+    np.testing.assert_array_equal(one.totals.pixels, every_pixel)
     np.testing.assert_array_equal(one.totals.confidence_sums, split.totals.confidence_sums)
     assert one.totals.image_mean == split.totals.image_mean
 
