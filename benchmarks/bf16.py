@@ -21,10 +21,8 @@ Prints the CPU's native bfloat16 flags too (``amx_bf16``, ``avx512_bf16``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,23 +30,16 @@ from typing import Any
 
 import numpy as np
 
+# this folder is first on sys.path when a script here runs (benchmarks/ is not a package)
+import throughput as bench
+
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "sample_images"
-
-
-def _throughput() -> Any:
-    spec = importlib.util.spec_from_file_location("scclip_bench_throughput", HERE / "throughput.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def images() -> dict[str, np.ndarray]:
     from scclip_cli.files.image_io import read_image_rgb
 
-    bench = _throughput()
     found = {p.stem: read_image_rgb(p) for p in sorted(SAMPLES.glob("*.jpg"))}
     for seed in (0, 1):
         found[f"generated-{seed}"] = bench.synthetic_photo(683, 512, seed)
@@ -114,7 +105,6 @@ def measure(
     from scclip_cli.model.text_embeddings import embed_vocabulary
     from scclip_cli.predict.segmenter import Segmenter
 
-    bench = _throughput()
     fp32 = load_clip(model, "random:0", device=device, precision="float32")
     vocab = parse_vocabulary(["background", *bench.made_up_words(classes - 1)])
     emb = embed_vocabulary(fp32, vocab, (bench.PROMPT_TEMPLATE,))

@@ -23,7 +23,6 @@ of a shared machine affect them less).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -36,16 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-
-
-def _throughput() -> Any:
-    spec = importlib.util.spec_from_file_location("scclip_bench_throughput", HERE / "throughput.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+# this folder is first on sys.path when a script here runs (benchmarks/ is not a package)
+import throughput as bench
 
 
 def prepare(workdir: Path, model: str, pretrained: str, classes: int) -> tuple[str, Path, Path]:
@@ -56,7 +47,6 @@ def prepare(workdir: Path, model: str, pretrained: str, classes: int) -> tuple[s
     from scclip_cli.model.loading import load_clip, parse_random_seed
     from scclip_cli.model.text_embeddings import embed_vocabulary, save_embeddings
 
-    bench = _throughput()
     clip = load_clip(model, pretrained, device="cpu")
     if parse_random_seed(pretrained) is not None:
         checkpoint = workdir / "random-weights.pt"
@@ -120,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="scclip-feature-cache-") as tmp:
         workdir = Path(tmp)
         images = workdir / "images"
-        _throughput().write_images(images, args.images, width, height)
+        bench.write_images(images, args.images, width, height)
         weights, vocab_a, vocab_b = prepare(workdir, args.model, args.pretrained, args.classes)
         common = [str(images), "--model", args.model, "--pretrained", weights, "--device", "cpu"]
         common += ["--cache-dir", str(workdir / "user-cache")]

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,17 +31,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+# this folder is first on sys.path when a script here runs (benchmarks/ is not a package)
+import throughput as bench
+
 PHASES = ("read", "model", "post-processing", "label PNG", "whole call")
-
-
-def _throughput() -> Any:
-    spec = importlib.util.spec_from_file_location("scclip_bench_throughput", HERE / "throughput.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextmanager
@@ -103,7 +94,6 @@ def table(rounds: Sequence[dict[str, float]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    bench = _throughput()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="ViT-B-16-quickgelu")
     parser.add_argument("--pretrained", default="random")

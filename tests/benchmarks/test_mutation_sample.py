@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from typing import Any
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "mutation_sample.py"
-
-
-def load() -> Any:
-    spec = importlib.util.spec_from_file_location("scclip_mutation_sample", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from support.benchmark_scripts import load_benchmark
 
 
 def names(module: str, count: int) -> list[str]:
@@ -24,7 +10,7 @@ def names(module: str, count: int) -> list[str]:
 
 
 def test_each_module_gets_its_share_and_the_seed_fixes_the_names() -> None:
-    ms = load()
+    ms = load_benchmark("mutation_sample")
     everything = names("maps.metrics", 100) + names("config", 10) + names("cli.app", 1)
     chosen = ms.sample(reversed(everything), 0.2, seed=7)
     assert chosen == ms.sample(everything, 0.2, seed=7)  # input order does not matter
@@ -37,7 +23,7 @@ def test_each_module_gets_its_share_and_the_seed_fixes_the_names() -> None:
 
 
 def test_the_score_counts_every_status_against_the_kill_rate() -> None:
-    ms = load()
+    ms = load_benchmark("mutation_sample")
     statuses = ms.parse_statuses(
         [
             "    scclip_cli.config.x_f__mutmut_1: killed\n",

@@ -5,22 +5,16 @@ A correctness test only: no timing is asserted.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "report_speed.py"
+from support.benchmark_scripts import load_benchmark
 
 
 def test_report_speed_runs_end_to_end(tmp_path: Path) -> None:
     from support.browser import browser_missing
 
-    spec = importlib.util.spec_from_file_location("scclip_benchmark_report_speed", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("report_speed")
     numbers = tmp_path / "numbers.json"
     args = ["--images", "7", "--size", "64x48", "--loads", "1", "--json", str(numbers)]
     assert module.main([*args, "--workdir", str(tmp_path / "run")]) == 0

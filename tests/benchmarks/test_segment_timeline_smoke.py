@@ -5,20 +5,13 @@ A correctness test only: no timing is asserted beyond the phases fitting in the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "segment_timeline.py"
+from support.benchmark_scripts import load_benchmark
 
 
 def test_one_round_times_every_phase_within_the_call(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("scclip_benchmark_segment_timeline", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_benchmark("segment_timeline")
     out = tmp_path / "timeline.json"
     argv = ["--model", "scclip-tiny", "--pretrained", "random:7", "--megapixels", "0.3"]
     module.main([*argv, "--classes", "5", "--rounds", "2", "--json", str(out)])
