@@ -142,6 +142,21 @@ def test_the_threshold_computes_values_only_where_a_floor_does_not_clear_it(monk
     assert tiles_computed(float(full.confidence.median())) > without
 
 
+def test_the_canvas_is_prepared_once_for_known_queries_and_the_floor(monkeypatch, known_by):
+    prepare = WindowResizer.prepare
+    canvases = []
+
+    def counted(self, *args, **kwargs):
+        if self.out_height == H:  # the canvas's own resizer
+            canvases.append(self)
+        return prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(WindowResizer, "prepare", counted)
+    protocol = ProtocolConfig(logit_scale=50, prob_threshold=0.3)
+    _run(_patches(2, peak=0.3), protocol, confidence=False)
+    assert len(canvases) == (1 if known_by == "canvas cells" else 0)
+
+
 def test_the_confidence_floor_bounds_every_pixel_it_covers():
     patches = _patches(3, peak=0.3)
     protocol = ProtocolConfig(logit_scale=50)

@@ -256,6 +256,7 @@ class WindowResizer:
         non-negative weights that sum to one."""
         self._values: torch.Tensor | None = None
         self._weights: dict[float, tuple[list[tuple[int, int]], torch.Tensor]] = {}
+        self._canvas: WindowResizer | None = None
 
     def _known_best_table(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(table, row_group, col_group)``: output rows (columns) that reach the same patch rows
@@ -273,19 +274,24 @@ class WindowResizer:
         (:class:`AxisMap`)."""
         return self._patch_scores().argmax(-1)  # the first of equal maxima
 
-    def _canvas_resizer(self) -> WindowResizer:
-        """The same patches to the resized canvas's own size (with patch-cell groups)."""
-        p = self.patches
-        small = WindowResizer(p, p.height, p.width, self.tile_elements, Workspace(), cells=False)
-        return small
+    def _canvas_resizer(self, runner: PartRunner) -> WindowResizer:
+        """The same patches to the resized canvas's own size (with patch-cell groups), prepared
+        once (the known best queries and the confidence floor both pass over it)."""
+        if self._canvas is None:
+            p = self.patches
+            small = WindowResizer(
+                p, p.height, p.width, self.tile_elements, Workspace(), cells=False
+            )
+            small.prepare(runner)
+            self._canvas = small
+        return self._canvas
 
     def _canvas_pass(
         self, runner: PartRunner, reduce: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype
     ) -> torch.Tensor:
         """``reduce`` (``[n, Q]`` values → ``[n]``) of the canvas's values at every pixel of the
         resized canvas: ``[h, w]`` of ``dtype``, in parts run by ``runner``."""
-        small = self._canvas_resizer()
-        small.prepare(runner)
+        small = self._canvas_resizer(runner)
         out = torch.empty(self.patches.height, self.patches.width, dtype=dtype, device=self.device)
         chunks = small.chunks()
 
