@@ -565,12 +565,12 @@ class _TileFill:
     """Labels (and confidence) of one :func:`labels_from_scores` call, filled tile by tile.
 
     Without the confidence map (``confidence`` ``None``; only from a
-    :class:`~scclip_cli.maps.window_resize.WindowResizer`), a tile is computed only where its labels
-    need it: a tile whose pixels all have a known best query (:meth:`WindowResizer.known_best`)
-    and, with a probability threshold, a winning probability known to clear it
-    (:meth:`WindowResizer.confidence_floor` at least :data:`FLOOR_MARGIN` above it) takes its labels
-    from the known best queries; any other tile is computed with the same operations as with the
-    confidence map, so the labels are the same bits.
+    :class:`~scclip_cli.maps.window_resize.WindowResizer`), values are computed only where the
+    labels need them: a pixel with a known best query (:meth:`WindowResizer.known_best`) and, with
+    a probability threshold, a winning probability known to clear it
+    (:meth:`WindowResizer.confidence_floor` at least :data:`FLOOR_MARGIN` above it) takes its class
+    from :attr:`direct`; only the tiles holding other pixels are computed, with the same operations
+    as with the confidence map, so the labels are the same bits.
     """
 
     resizer: Resizer
